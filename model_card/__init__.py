@@ -1,0 +1,1 @@
+"""falcon_h1r.model_card."""
