@@ -669,7 +669,8 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
             config=self.config,
             inputs_embeds=hidden_states,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            # an empty cache changes nothing in the mask, but would switch off the packed-sequence block mask
+            past_key_values=past_key_values if past_seen > 0 else None,
             position_ids=position_ids,
         )
         position_embeddings = self.rotary_emb(hidden_states, position_ids)

@@ -1,0 +1,114 @@
+"""FalconH1R vs transformers' in-tree FalconH1ForCausalLM with the same weights.
+
+Measured tolerances (float32): logits and loss agree to ~1e-6 relative, gradients to ~1e-5 relative;
+the asserted bounds below leave a margin of ~10x over what was measured.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_configs import model_pair, random_fields, tiny_fields
+
+SEEDS = list(range(12))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_logits_loss_and_gradients_match_in_tree(seed: int) -> None:
+    fields = random_fields(seed)
+    ours, ref = model_pair(fields, seed)
+    ours.train(), ref.train()
+    length = 3 * fields["mamba_chunk_size"] + 5  # several chunks plus a partial one
+    input_ids = torch.randint(1, fields["vocab_size"], (2, length), generator=torch.Generator().manual_seed(seed))
+    out_ours = ours(input_ids, labels=input_ids)
+    out_ref = ref(input_ids, labels=input_ids)
+    assert _rel(out_ours.logits, out_ref.logits) < 1e-5
+    assert abs(out_ours.loss.item() - out_ref.loss.item()) < 1e-5 * out_ref.loss.item()
+    out_ours.loss.backward()
+    out_ref.loss.backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, param in ours.named_parameters():
+        assert _rel(param.grad, ref_grads[name].grad) < 1e-4, name
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_greedy_generation_matches_in_tree(seed: int) -> None:
+    fields = random_fields(seed)
+    ours, ref = model_pair(fields, seed)
+    prompt = torch.randint(1, fields["vocab_size"], (2, 11), generator=torch.Generator().manual_seed(seed))
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(prompt, **kwargs), ref.generate(prompt, **kwargs))
+
+
+@pytest.mark.parametrize("seed", SEEDS[:6])
+def test_cached_decode_equals_full_forward(seed: int) -> None:
+    fields = random_fields(seed)
+    ours, _ = model_pair(fields, seed)
+    prompt = torch.randint(1, fields["vocab_size"], (3, 9), generator=torch.Generator().manual_seed(seed))
+    out = ours.generate(
+        prompt, max_new_tokens=2 * fields["mamba_chunk_size"], do_sample=False, output_logits=True,
+        return_dict_in_generate=True, pad_token_id=0,
+    )  # fmt: skip
+    step_logits = torch.stack(out.logits, dim=1)  # (b, new, vocab), one decode step each
+    with torch.no_grad():
+        full = ours(out.sequences).logits[:, prompt.shape[1] - 1 : -1]
+    assert _rel(step_logits, full) < 1e-5
+
+
+def test_generation_without_cache_and_beam_search() -> None:
+    ours, ref = model_pair(tiny_fields(), seed=3)
+    prompt = torch.randint(1, 97, (2, 7), generator=torch.Generator().manual_seed(3))
+    greedy = dict(max_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(prompt, **greedy), ours.generate(prompt, use_cache=False, **greedy))
+    beams = dict(max_new_tokens=8, num_beams=3, do_sample=False, pad_token_id=0, early_stopping=True)
+    assert torch.equal(ours.generate(prompt, **beams), ref.generate(prompt, **beams))
+
+
+def test_eager_sdpa_agree_and_attentions_are_returned() -> None:
+    sdpa, _ = model_pair(tiny_fields(), seed=1, attn="sdpa")
+    eager, _ = model_pair(tiny_fields(), seed=1, attn="eager")
+    input_ids = torch.randint(1, 97, (2, 21), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = eager(input_ids, output_attentions=True, output_hidden_states=True)
+        assert _rel(sdpa(input_ids).logits, out.logits) < 1e-5
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 21, 21)
+    assert len(out.hidden_states) == 3
+
+
+def test_logits_to_keep_and_num_items_in_batch() -> None:
+    ours, _ = model_pair(tiny_fields(), seed=2)
+    input_ids = torch.randint(1, 97, (2, 13), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = ours(input_ids).logits
+        last = ours(input_ids, logits_to_keep=1).logits
+        summed = ours(input_ids, labels=input_ids, num_items_in_batch=torch.tensor(1)).loss
+        mean = ours(input_ids, labels=input_ids).loss
+    assert torch.allclose(last, full[:, -1:], atol=1e-6)
+    assert torch.allclose(summed, mean * 2 * 12, rtol=1e-5)  # sum over the 24 shifted targets
+
+
+def test_gradient_checkpointing_gives_same_gradients() -> None:
+    ours, _ = model_pair(tiny_fields(), seed=4)
+    ours.train()
+    input_ids = torch.randint(1, 97, (2, 19), generator=torch.Generator().manual_seed(4))
+    ours(input_ids, labels=input_ids).loss.backward()
+    plain = {n: p.grad.clone() for n, p in ours.named_parameters()}
+    ours.zero_grad()
+    ours.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ours(input_ids, labels=input_ids).loss.backward()
+    for name, param in ours.named_parameters():
+        assert torch.allclose(param.grad, plain[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_bfloat16_forward_stays_close_to_float32() -> None:
+    ours, _ = model_pair(tiny_fields(), seed=5)
+    input_ids = torch.randint(1, 97, (2, 33), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        reference = ours(input_ids).logits
+        low = ours.to(torch.bfloat16)(input_ids).logits.float()
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert _rel(low, reference) < 0.05  # bf16 has ~3 significant digits
