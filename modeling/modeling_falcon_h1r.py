@@ -19,6 +19,8 @@ Layer: h = input_layernorm(x)
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 
 import torch
@@ -574,6 +576,34 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
     _is_stateful = True
     _can_compile_fullgraph = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loader, made strict: a truncated shard, or a missing or mis-shaped tensor, is an error
+        naming the tensor or file, raised before anything is returned (in-tree loading would randomly
+        initialise a missing tensor with only a warning)."""
+        if os.path.isdir(str(pretrained_model_name_or_path)):
+            config = kwargs.get("config")
+            if not isinstance(config, FalconH1RConfig):
+                config = FalconH1RConfig.from_pretrained(pretrained_model_name_or_path)
+            check_checkpoint_files(str(pretrained_model_name_or_path), cls, config)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if info["missing_keys"]:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint has no tensor for {sorted(info['missing_keys'])}; "
+                "it is incomplete or belongs to another architecture. Re-download or re-save it."
+            )
+        return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Write the whole auto_map (config, base model, causal LM), whichever class is being saved.
+        self.config.auto_map = {
+            "AutoConfig": "configuration_falcon_h1r.FalconH1RConfig",
+            "AutoModel": "modeling_falcon_h1r.FalconH1RModel",
+            "AutoModelForCausalLM": "modeling_falcon_h1r.FalconH1RForCausalLM",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # Linear/Conv1d ~ N(0, initializer_range), Embedding, norms = 1, RoPE
@@ -582,6 +612,45 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
             init.copy_(module.A_log, torch.log(torch.arange(1, module.num_heads + 1, dtype=torch.float32)))
             init.ones_(module.D)
             init.copy_(module.mup_vector, compute_mup_vector(self.config))
+
+
+def check_checkpoint_files(directory: str, model_class: type[nn.Module], config: FalconH1RConfig) -> None:
+    """Refuse a local safetensors checkpoint that is truncated, misses a shard or tensor, or has a tensor of
+    the wrong shape for `config`, before any weight is loaded."""
+    from safetensors import safe_open
+
+    index_path = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(index_path):
+        with open(index_path) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.exists(os.path.join(directory, "model.safetensors")):
+        files = ["model.safetensors"]
+    else:
+        return  # other formats are left to transformers
+    found: dict[str, tuple[int, ...]] = {}
+    for name in files:
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            raise ValueError(f"{path} is listed in model.safetensors.index.json but missing. Re-download the checkpoint.")
+        try:
+            with safe_open(path, framework="pt") as shard:
+                found.update({key: tuple(shard.get_slice(key).get_shape()) for key in shard.keys()})
+        except Exception as err:  # safetensors raises its own error type for a cut-off header or data
+            raise ValueError(f"{path} is not a complete safetensors file ({err}). Re-download or re-save it.") from err
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    prefix = "model." if model_class is FalconH1RModel and any(k.startswith("model.") for k in found) else ""
+    missing = [k for k in expected if prefix + k not in found]
+    wrong = [f"{k}: {found[prefix + k]} != {shape}" for k, shape in expected.items() if prefix + k in found and found[prefix + k] != shape]
+    if missing or wrong:
+        raise ValueError(
+            f"{directory} does not match its config.json: "
+            + (f"missing tensors {missing}; " if missing else "")
+            + (f"wrong shapes (checkpoint != config) {wrong}; " if wrong else "")
+            + "fix the config or re-save the checkpoint."
+        )
 
 
 def _packed_seq_idx(position_ids: torch.Tensor) -> torch.Tensor | None:
