@@ -155,7 +155,11 @@ class FalconH1RConfig(PreTrainedConfig):
             fail("mlp_multipliers", f"needs 2 entries [gate, down], got {len(self.mlp_multipliers)}", "pass 2 floats")
         limit = self.time_step_limit
         if len(limit) != 2 or not 0.0 <= limit[0] <= limit[1]:
-            fail("time_step_limit", f"must be (min, max) with 0 <= min <= max, got {self.time_step_limit}", "e.g. (0.0, inf)")
+            fail(
+                "time_step_limit",
+                f"must be (min, max) with 0 <= min <= max, got {self.time_step_limit}",
+                "e.g. (0.0, inf)",
+            )
         scalars = [
             "embedding_multiplier", "lm_head_multiplier", "key_multiplier", "attention_in_multiplier",
             "attention_out_multiplier", "ssm_in_multiplier", "ssm_out_multiplier", "rms_norm_eps",
