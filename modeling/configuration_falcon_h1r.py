@@ -98,11 +98,9 @@ class FalconH1RConfig(PreTrainedConfig):
         if self.time_step_limit is None:
             self.time_step_limit = (0.0, float("inf"))
         self.time_step_limit = tuple(float(t) for t in self.time_step_limit)
+        # The base class folds a top-level `rope_theta` (as published Falcon-H1 configs store it, 1e11) into
+        # `rope_parameters`, with the in-tree default of 1e4 when there is none.
         super().__post_init__(**kwargs)
-        if self.rope_parameters is None or "rope_theta" not in self.rope_parameters:
-            # Falcon-H1 checkpoints store `rope_theta` at the top level; the base class folds it into
-            # `rope_parameters` when present. 1e11 is the published Falcon-H1 value.
-            self.rope_parameters = {"rope_type": "default", "rope_theta": 1e11, **(self.rope_parameters or {})}
         self._validate_falcon_h1r()
 
     @property
