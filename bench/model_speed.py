@@ -1,0 +1,193 @@
+"""FalconH1R vs transformers' in-tree FalconH1ForCausalLM on the CPU: same weights, same process tree.
+
+    python bench/model_speed.py                 # full table (a few minutes on 2 cores)
+    python bench/model_speed.py --quick         # fewer repeats and no 8k prefill
+
+Each (engine, task) runs in a fresh worker process so its peak RSS is its own; both engines load the same
+safetensors file, and the parent checks that their logits agree before timing anything. Times are the
+median of --repeats runs after one warm-up. GFLOP/s counts the matmul/einsum/attention FLOPs of the
+forward (torch's FlopCounterMode) against a measured fp32 matmul peak on the same threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Reference config of the performance issue (about 5.4M parameters).
+REFERENCE = dict(
+    vocab_size=1024, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+    num_key_value_heads=2, mamba_d_ssm=512, mamba_n_heads=8, mamba_d_state=64, mamba_rms_norm=True,
+    mamba_chunk_size=256, max_position_embeddings=16384, pad_token_id=0, eos_token_id=None,
+    ssm_multipliers=[0.35, 0.25, 0.18, 0.5, 0.35], mlp_multipliers=[0.29, 0.03], key_multiplier=0.03,
+    attention_out_multiplier=0.1, ssm_in_multiplier=0.42, ssm_out_multiplier=0.12, embedding_multiplier=5.66,
+    lm_head_multiplier=0.013,
+)  # fmt: skip
+ENGINES = ("in-tree", "ours")
+
+
+def load(engine: str, weights: str):
+    import torch
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    from falcon_h1r import FalconH1RConfig, FalconH1RForCausalLM
+
+    config_cls, model_cls = (FalconH1Config, FalconH1ForCausalLM) if engine == "in-tree" else (FalconH1RConfig, FalconH1RForCausalLM)
+    model = model_cls(config_cls(**REFERENCE, attn_implementation="sdpa"))
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(weights), strict=True)
+    model.eval()
+    torch.manual_seed(0)
+    return model
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model = load(engine, weights)
+    gen = torch.Generator().manual_seed(0)
+    base_rss = rss_mb()
+    result: dict = {}
+    if task in ("forward", "train") or task.startswith("prefill"):
+        batch, length = (4, 512) if task in ("forward", "train") else (1, int(task.split("-")[1]))
+        ids = torch.randint(1, 1024, (batch, length), generator=gen)
+        if task == "train":
+            model.train()
+
+            def step():
+                model(ids, labels=ids, use_cache=False).loss.backward()
+                model.zero_grad(set_to_none=True)
+        else:
+
+            def step():
+                with torch.inference_mode():
+                    model(ids, use_cache=False, logits_to_keep=1 if task.startswith("prefill") else 0)
+
+        result["times"] = timed(step, repeats)
+        result["tokens"] = batch * length
+        if task == "forward":
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter, torch.inference_mode():
+                model(ids, use_cache=False)
+            result["flops"] = counter.get_total_flops()
+    else:  # decode-B: greedy decode 256 new tokens from a 16-token prompt, batch B
+        batch = int(task.split("-")[1])
+        ids = torch.randint(1, 1024, (batch, 16), generator=gen)
+        kwargs = dict(max_new_tokens=256, min_new_tokens=256, do_sample=False, pad_token_id=0)
+
+        def step():
+            with torch.inference_mode():
+                result["sequences"] = model.generate(ids, **kwargs)[:, 16:].tolist()
+
+        result["times"] = timed(step, repeats)
+        result["tokens"] = batch * 256
+    result["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - base_rss
+    return result
+
+
+def matmul_peak_gflops(repeats: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048**3 / statistics.median(timed(lambda: a @ b, repeats)) / 1e9
+
+
+def run_worker(engine: str, task: str, weights: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", engine, task, weights, str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_agreement(weights: str) -> float:
+    import torch
+
+    ids = torch.randint(1, 1024, (2, 300), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref, ours = (load(engine, weights)(ids, use_cache=False).logits for engine in ENGINES)
+    return ((ours - ref).abs().max() / ref.abs().max()).item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        engine, task, weights, repeats = args.worker
+        print(json.dumps(worker(engine, task, weights, int(repeats))))
+        return
+
+    import torch
+    from safetensors.torch import save_file
+
+    from falcon_h1r import FalconH1RConfig, FalconH1RForCausalLM
+
+    torch.manual_seed(0)
+    reference = FalconH1RForCausalLM(FalconH1RConfig(**REFERENCE))
+    weights = str(Path(tempfile.mkdtemp()) / "reference.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, weights)
+    params = sum(p.numel() for p in reference.parameters())
+    rel = check_agreement(weights)
+    peak = matmul_peak_gflops()
+    print(f"reference config: {params / 1e6:.2f}M parameters; threads {os.environ.get('BENCH_THREADS', '2')}; "
+          f"max |logit diff| / max |logit| = {rel:.1e}; fp32 matmul peak {peak:.0f} GFLOP/s\n")  # fmt: skip
+
+    tasks = ["forward", "train", "decode-1", "decode-8", "prefill-512", "prefill-2048"]
+    if not args.quick:
+        tasks.append("prefill-8192")
+    repeats = 3 if args.quick else args.repeats
+    rows = []
+    for task in tasks:
+        results = {engine: run_worker(engine, task, weights, repeats) for engine in ENGINES}
+        if task.startswith("decode"):
+            same = results["ours"]["sequences"] == results["in-tree"]["sequences"]
+        else:
+            same = None
+        rows.append((task, results, same))
+
+    print("| task | in-tree median s | ours median s | speed-up | in-tree tok/s | ours tok/s | in-tree peak MB | ours peak MB | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for task, results, same in rows:
+        ref, ours = results["in-tree"], results["ours"]
+        t_ref, t_ours = statistics.median(ref["times"]), statistics.median(ours["times"])
+        note = ""
+        if task == "forward":
+            note = f"ours {ours['flops'] / t_ours / 1e9:.0f} GFLOP/s = {100 * ours['flops'] / t_ours / 1e9 / peak:.0f}% of peak"
+        if same is not None:
+            note = "same tokens" if same else "TOKENS DIFFER"
+        print(
+            f"| {task} | {t_ref:.3f} | {t_ours:.3f} | {t_ref / t_ours:.2f}x | {ref['tokens'] / t_ref:,.0f} | "
+            f"{ours['tokens'] / t_ours:,.0f} | {ref['peak_mb']:.0f} | {ours['peak_mb']:.0f} | {note} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Loading a Falcon-H1R checkpoint with its tokenizer, and rendering chat prompts."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from falcon_h1r import FalconH1RForCausalLM, resolve_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model_and_tokenizer(
+    model: str | None = None, dtype: str = "auto", device: str | None = None
+) -> tuple[FalconH1RForCausalLM, PreTrainedTokenizerBase]:
+    """A checkpoint directory or Hub id (config `falcon_h1r` or in-tree `falcon_h1`), ready for generation.
+
+    dtype "auto" is bfloat16 on CUDA and float32 on CPU (CPU bf16 matmuls are slow on most machines).
+    """
+    path = resolve_model(model)
+    device = device or default_device()
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is not supported; choose one of auto, {', '.join(DTYPES)}.")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    loaded = FalconH1RForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
+    return loaded, tokenizer
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
+    """The prompt text for one user turn, ending with the generation prompt. `system=None` keeps the
+    template's default system prompt; an empty string drops it."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template; pass --no-chat-template to send the raw prompt.")
+    messages = [{"role": "user", "content": user}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
