@@ -22,6 +22,11 @@ class MambaKernels:
     mamba_split_conv1d_scan_combined: Callable  # fused in_proj-output -> conv -> scan -> norm -> out_proj (training)
 
 
+def mamba_kernels_for(tensor) -> MambaKernels | None:
+    """The kernels to use for `tensor`: only CUDA tensors take them, and only when they import."""
+    return load_mamba_kernels() if tensor.is_cuda else None
+
+
 @functools.cache
 def load_mamba_kernels() -> MambaKernels | None:
     """The CUDA kernels, or None when they are not installed (or FALCON_H1R_DISABLE_KERNELS=1)."""

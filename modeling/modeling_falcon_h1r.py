@@ -36,7 +36,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_falcon_h1r import FalconH1RConfig
-from .kernels_falcon_h1r import load_mamba_kernels
+from .kernels_falcon_h1r import mamba_kernels_for
 
 # ----------------------------------------------------------------------------------------------------------
 # Cache
@@ -420,7 +420,7 @@ class FalconH1RMixer(nn.Module):
         if pad_mask is not None:  # after in_proj, so a projection bias at pad positions cannot leak
             zxbcdt = zxbcdt * pad_mask[..., None].to(dtype)
 
-        kernels = load_mamba_kernels() if hidden_states.is_cuda else None
+        kernels = mamba_kernels_for(hidden_states)
         if kernels is not None and self.training and cache_params is None and pad_mask is None:
             return self._fused_training_forward(kernels, zxbcdt, seq_idx)
 
