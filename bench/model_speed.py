@@ -3,7 +3,8 @@
     python bench/model_speed.py                 # full table (a few minutes on 2 cores)
     python bench/model_speed.py --quick         # fewer repeats and no 8k prefill
 
-Each (engine, task) runs in a fresh worker process so its peak RSS is its own; both engines load the same
+Each (engine, task) runs in a fresh worker process and reports its peak RSS above the loaded model (Linux
+VmHWM, reset after loading); both engines load the same
 safetensors file, and the parent checks that their logits agree before timing anything. Times are the
 median of --repeats runs after one warm-up. GFLOP/s counts the matmul/einsum/attention FLOPs of the
 forward (torch's FlopCounterMode) against a measured fp32 matmul peak on the same threads.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,7 +40,9 @@ def load(engine: str, weights: str):
 
     from falcon_h1r import FalconH1RConfig, FalconH1RForCausalLM
 
-    config_cls, model_cls = (FalconH1Config, FalconH1ForCausalLM) if engine == "in-tree" else (FalconH1RConfig, FalconH1RForCausalLM)
+    config_cls, model_cls = (
+        (FalconH1Config, FalconH1ForCausalLM) if engine == "in-tree" else (FalconH1RConfig, FalconH1RForCausalLM)
+    )
     model = model_cls(config_cls(**REFERENCE, attn_implementation="sdpa"))
     from safetensors.torch import load_file
 
@@ -50,9 +52,15 @@ def load(engine: str, weights: str):
     return model
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb(field: str = "VmRSS") -> float:
+    """Current (VmRSS) or peak (VmHWM) resident memory of this process, in MB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        f.write("5")
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -71,6 +79,7 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     model = load(engine, weights)
     gen = torch.Generator().manual_seed(0)
+    reset_peak_rss()
     base_rss = rss_mb()
     result: dict = {}
     if task in ("forward", "train") or task.startswith("prefill"):
@@ -107,7 +116,7 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
 
         result["times"] = timed(step, repeats)
         result["tokens"] = batch * 256
-    result["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - base_rss
+    result["peak_mb"] = rss_mb("VmHWM") - base_rss  # peak above the loaded model
     return result
 
 
@@ -125,13 +134,19 @@ def run_worker(engine: str, task: str, weights: str, repeats: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def check_agreement(weights: str) -> float:
+def check_agreement(weights: str) -> tuple[float, float, float]:
+    """Ours vs in-tree (float32), and ours in bfloat16 vs float32: max |diff| / max |logit|, top-1 agreement."""
     import torch
 
     ids = torch.randint(1, 1024, (2, 300), generator=torch.Generator().manual_seed(1))
+    ours = load("ours", weights)
     with torch.inference_mode():
-        ref, ours = (load(engine, weights)(ids, use_cache=False).logits for engine in ENGINES)
-    return ((ours - ref).abs().max() / ref.abs().max()).item()
+        ref_logits = load("in-tree", weights)(ids, use_cache=False).logits
+        logits = ours(ids, use_cache=False).logits
+        bf16 = ours.to(torch.bfloat16)(ids, use_cache=False).logits.float()
+    scale = ref_logits.abs().max()
+    top1 = (bf16.argmax(-1) == logits.argmax(-1)).float().mean().item()
+    return ((logits - ref_logits).abs().max() / scale).item(), ((bf16 - logits).abs().max() / scale).item(), top1
 
 
 def main() -> None:
@@ -155,10 +170,14 @@ def main() -> None:
     weights = str(Path(tempfile.mkdtemp()) / "reference.safetensors")
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, weights)
     params = sum(p.numel() for p in reference.parameters())
-    rel = check_agreement(weights)
+    rel, rel_bf16, top1_bf16 = check_agreement(weights)
     peak = matmul_peak_gflops()
-    print(f"reference config: {params / 1e6:.2f}M parameters; threads {os.environ.get('BENCH_THREADS', '2')}; "
-          f"max |logit diff| / max |logit| = {rel:.1e}; fp32 matmul peak {peak:.0f} GFLOP/s\n")  # fmt: skip
+    print(
+        f"reference config: {params / 1e6:.2f}M parameters; threads {os.environ.get('BENCH_THREADS', '2')}; "
+        f"fp32 matmul peak {peak:.0f} GFLOP/s"
+    )
+    print(f"ours vs in-tree (fp32): max |logit diff| / max |logit| = {rel:.1e}; ours bf16 vs fp32: {rel_bf16:.1e} "
+          f"(top-1 agreement {100 * top1_bf16:.1f}%)\n")  # fmt: skip
 
     tasks = ["forward", "train", "decode-1", "decode-8", "prefill-512", "prefill-2048"]
     if not args.quick:
@@ -173,7 +192,9 @@ def main() -> None:
             same = None
         rows.append((task, results, same))
 
-    print("| task | in-tree median s | ours median s | speed-up | in-tree tok/s | ours tok/s | in-tree peak MB | ours peak MB | note |")
+    print(
+        "| task | in-tree median s | ours median s | speed-up | in-tree tok/s | ours tok/s | in-tree peak MB | ours peak MB | note |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for task, results, same in rows:
         ref, ours = results["in-tree"], results["ours"]
