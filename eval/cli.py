@@ -195,11 +195,11 @@ def main(argv: list[str]) -> int:
 
     import lm_eval
     import lm_eval.models  # noqa: F401  (lm-eval registers hf/vllm lazily, only while its registry is empty)
-    from falcon_h1r.eval import tasks_dir
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
     from falcon_h1r import resolve_model
+    from falcon_h1r.eval import tasks_dir
 
     pretrained = resolve_model(args.model)
     if args.device is None and args.backend == "hf":

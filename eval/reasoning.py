@@ -10,8 +10,9 @@ logged samples. `falcon-h1r eval` applies it to every generative task that is no
 
 from __future__ import annotations
 
-from falcon_h1r.eval.math import strip_thinking
 from lm_eval.api.filter import Filter
+
+from falcon_h1r.eval.math import strip_thinking
 
 PROTOCOL_TEMPERATURE = 0.6
 PROTOCOL_TOP_P = 0.95

@@ -13,7 +13,10 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("falcon_h1r.inference.generate_cli:main", "generate text from a prompt (chat template, streaming)"),
-    "deepconf": ("falcon_h1r.inference.deepconf_cli:main", "answer with DeepConf: many traces, confidence-filtered vote"),
+    "deepconf": (
+        "falcon_h1r.inference.deepconf_cli:main",
+        "answer with DeepConf: many traces, confidence-filtered vote",
+    ),
     "sft": ("falcon_h1r.training.sft:main", "supervised fine-tuning with TRL's SFTTrainer (YAML recipe)"),
     "grpo": ("falcon_h1r.training.grpo:main", "GRPO reinforcement learning with TRL's GRPOTrainer (YAML recipe)"),
     "eval": ("falcon_h1r.eval.cli:main", "evaluate with lm-eval on AIME / MATH-500 / LiveCodeBench / ..."),

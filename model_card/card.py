@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from falcon_h1r.model_card.checkpoint import load_config, parameter_summary, remote_code
 from falcon_h1r.model_card.results import MetricResult, find_results_file, load_results
 from falcon_h1r.model_card.safetensors_io import list_checkpoint_tensors
 from falcon_h1r.model_card.snippets import RECOMMENDED_SAMPLING, render_snippets
 from falcon_h1r.model_card.vllm_plugin import vllm_config_problems
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE = Path(__file__).with_name("card_template.md.jinja")
 RECIPE_NAMES = ("recipe.yaml", "recipe.yml", "training_recipe.yaml", "training_config.yaml")

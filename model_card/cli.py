@@ -25,9 +25,8 @@ def _checkpoint_parser(name: str, description: str) -> argparse.ArgumentParser:
 
 
 def _checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    from falcon_h1r.model_card.checkpoint import resolve_checkpoint
-
     from falcon_h1r import resolve_model
+    from falcon_h1r.model_card.checkpoint import resolve_checkpoint
 
     if args.checkpoint and args.model and args.checkpoint != args.model:
         parser.error("give the checkpoint either as CHECKPOINT or as --model, not both")

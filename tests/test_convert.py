@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from test_model_card_support import tiny_checkpoint
+
 from falcon_h1r.model_card import safetensors_io
 from falcon_h1r.model_card.checkpoint import add_interop_fields, remote_code
 from falcon_h1r.model_card.convert import convert, main
 from falcon_h1r.model_card.safetensors_io import CheckpointError, list_checkpoint_tensors
-from safetensors import safe_open
-from test_model_card_support import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

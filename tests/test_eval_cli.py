@@ -7,8 +7,9 @@ import json
 import sys
 
 import pytest
-from falcon_h1r.eval import cli
 from test_eval_lcb_data import write_release
+
+from falcon_h1r.eval import cli
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+
 from falcon_h1r.eval.lcb_data import (
     RELEASE_FILES,
     build_prompt,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from falcon_h1r.eval.livecodebench import Sandbox, grade, grade_many, outputs_match
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval" / "lcb_problems.json"

@@ -17,11 +17,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from falcon_h1r.eval import tasks_dir
 from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 from test_eval_lcb_data import fixture_problems, write_release
+
+from falcon_h1r.eval import tasks_dir
 
 MATH_ROWS = [
     {"problem": "Compute $1/4 + 1/4$.", "answer": "\\frac{1}{2}"},
@@ -300,6 +301,7 @@ def test_reasoning_settings_for_lm_evals_own_tasks(fixtures, tmp_path):
     import argparse
 
     import lm_eval
+
     from falcon_h1r.eval.cli import configure_tasks
 
     stock = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k-cot-zeroshot.yaml"

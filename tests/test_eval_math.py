@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from falcon_h1r.eval.math import equivalent, extract_boxed_answer, is_correct, strip_thinking
 from falcon_h1r.eval.metrics import majority_index, pass_at_k, sample_metrics
 

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from falcon_h1r.eval.livecodebench import grade
 from falcon_h1r.eval.sandbox import Sandbox, SandboxLimits, _live_pids_of_uid
 

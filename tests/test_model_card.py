@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from falcon_h1r.model_card.card import CardOptions, build_card
-from falcon_h1r.model_card.cli import card_main
-from falcon_h1r.model_card.results import load_results, parse_results
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from test_model_card_support import LM_EVAL_RESULTS, tiny_checkpoint, write_results
+
+from falcon_h1r.model_card.card import CardOptions, build_card
+from falcon_h1r.model_card.cli import card_main
+from falcon_h1r.model_card.results import load_results, parse_results
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from test_model_card_support import tiny_checkpoint
+
 from falcon_h1r.model_card import vllm_plugin
 from falcon_h1r.model_card.convert import convert
 from falcon_h1r.model_card.vllm_plugin import VLLM_DEFAULTED_FIELDS, VLLM_REQUIRED_FIELDS, vllm_config_problems
-from test_model_card_support import tiny_checkpoint
 
 
 class StandInRegistry:

@@ -28,7 +28,9 @@ def test_packed_row_equals_sequences_run_alone(signal: str, fields: dict) -> Non
     model, _ = model_pair(fields, seed=7)
     sequences = _sequences()
     expected = _alone(model, sequences)
-    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)([{"input_ids": s.tolist()} for s in sequences])
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": s.tolist()} for s in sequences]
+    )
     inputs = {"input_ids": batch["input_ids"]}
     if signal == "trl_collator":  # everything TRL's padding-free collator sends
         inputs = {k: v for k, v in batch.items() if k != "labels"}

@@ -9,15 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
+from test_model_card_support import tiny_checkpoint, write_results
+
+from falcon_h1r.cli import main as cli_main
 from falcon_h1r.model_card import publish as publish_module
 from falcon_h1r.model_card.checkpoint import remote_code
 from falcon_h1r.model_card.publish import PublishError, publish
 from falcon_h1r.model_card.stage import stage_folder
 from falcon_h1r.model_card.validate import BLOCKER, StagedFolderError, run_sanitized, static_problems, validate_folder
-from huggingface_hub import ModelCard
-from test_model_card_support import tiny_checkpoint, write_results
-
-from falcon_h1r.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")

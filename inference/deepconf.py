@@ -1,0 +1,315 @@
+"""DeepConf (arXiv 2508.15260): many reasoning traces, confidence-filtered and confidence-weighted vote.
+
+Backend-independent: a backend is anything with the `TraceGenerator` interface (transformers in
+`hf_backend`, vLLM in `vllm_backend`). This module owns the algorithm:
+
+offline
+    generate ``budget`` traces; keep the top ``eta``% by the chosen trace confidence (default: lowest
+    group confidence), weighted majority vote with that confidence as the weight. Every other voting
+    variant is reported in ``result.voting``.
+online
+    1. warm-up: ``warmup`` traces generated to the end. Threshold ``s`` = the (100 - eta)th percentile of
+       their lowest group confidences (eta = 10 -> 90th percentile: only the ~10% most confident warm-up
+       traces are at or above it; eta = 90 -> 10th percentile).
+    2. later traces stop as soon as their current group confidence falls below ``s`` (once they hold a
+       full window, see `ConfidenceTracker`).
+    3. votes: every finished trace whose lowest group confidence is >= s, weighted by it. After each
+       trace, if the leading answer's share of the vote weight is >= ``tau``, sampling ends (traces still
+       running are cancelled; the tokens they used are counted). Otherwise it ends at ``budget`` traces.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from falcon_h1r.inference.confidence import (
+    CONFIDENCE_KINDS,
+    DEFAULT_WINDOW,
+    TOP_K,
+    TraceConfidence,
+    running_group_confidences,
+    trace_confidence,
+)
+from falcon_h1r.inference.voting import (
+    AnswerGrouper,
+    Equivalence,
+    Extractor,
+    Vote,
+    filter_top,
+    leader_share,
+    math_equivalent,
+    math_extractor,
+    percentile_threshold,
+    tally,
+    voting_variants,
+    winner,
+)
+
+# finish reasons a backend reports
+FINISHED = "stop"  # end-of-sequence token
+LENGTH = "length"  # max_new_tokens reached
+LOW_CONFIDENCE = "low_confidence"  # online early stop
+CANCELLED = "cancelled"  # consensus reached while this trace was still running
+
+
+@dataclass
+class Trace:
+    """One sampled reasoning trace with its per-token confidences."""
+
+    text: str
+    token_ids: list[int]
+    confidences: list[float]
+    finish_reason: str
+    phase: str = "final"  # "warmup" or "final" (online); "offline"
+    answer: str | None = None  # canonical (grouped) answer, set by run_deepconf
+    raw_answer: str | None = None  # as extracted from the text
+    confidence: TraceConfidence | None = None
+    voted: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.finish_reason in (LOW_CONFIDENCE, CANCELLED)
+
+    def to_dict(self, window: int) -> dict:
+        return {
+            "text": self.text,
+            "answer": self.answer,
+            "raw_answer": self.raw_answer,
+            "phase": self.phase,
+            "tokens": self.n_tokens,
+            "finish_reason": self.finish_reason,
+            "stopped_early": self.stopped_early,
+            "voted": self.voted,
+            "confidence": self.confidence.to_dict() if self.confidence else None,
+            "token_confidences": [round(c, 5) for c in self.confidences],
+            "group_confidences": [round(float(g), 5) for g in running_group_confidences(self.confidences, window)],
+        }
+
+
+class TraceGenerator(Protocol):
+    """What a backend provides: sample ``n`` traces of the prompt, tracking confidence per token.
+
+    With ``threshold`` set, a trace stops once `ConfidenceTracker.add` says so (finish_reason
+    LOW_CONFIDENCE). ``on_trace`` is called with each trace as it finishes; when it returns False, the
+    traces still running are cancelled and returned with finish_reason CANCELLED. Returns every trace
+    started, in any order.
+    """
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        n: int,
+        *,
+        window: int,
+        threshold: float | None = None,
+        min_stop_tokens: int | None = None,
+        on_trace: Callable[[Trace], bool] | None = None,
+    ) -> list[Trace]: ...
+
+
+@dataclass
+class DeepConfConfig:
+    mode: str = "online"  # "online" | "offline"
+    budget: int = 512  # most traces
+    warmup: int = 16  # online N_init
+    eta: float = 10.0  # percent of traces kept (10 = DeepConf-low, 90 = DeepConf-high)
+    window: int = DEFAULT_WINDOW
+    tau: float = 0.95  # online consensus share that ends sampling
+    confidence: str = "lowest"  # trace confidence used to filter/weight (offline; online always "lowest")
+    min_stop_tokens: int | None = None  # online: fewest tokens before a trace may stop (None = window)
+    batch_size: int | None = None  # online traces generated concurrently after warm-up (None = warmup)
+    top_k_logprobs: int = TOP_K
+
+    def validate(self) -> None:
+        if self.mode not in ("online", "offline"):
+            raise ValueError(f"mode must be 'online' or 'offline', got {self.mode!r}")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1 trace, got {self.budget}")
+        if self.mode == "online" and not 1 <= self.warmup <= self.budget:
+            raise ValueError(f"warmup must be between 1 and budget ({self.budget}), got {self.warmup}")
+        if not 0 < self.eta <= 100:
+            raise ValueError(f"eta is the percent of traces kept, in (0, 100]; got {self.eta}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"tau is a vote share in (0, 1]; got {self.tau}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 token, got {self.window}")
+        if self.confidence not in CONFIDENCE_KINDS:
+            raise ValueError(f"confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {self.confidence!r}")
+
+
+@dataclass
+class DeepConfResult:
+    answer: str | None
+    votes: list[Vote]
+    traces: list[Trace]
+    mode: str
+    threshold: float | None
+    wall_time: float
+    config: DeepConfConfig
+    voting: dict[str, dict] = field(default_factory=dict)
+    stopped_by_consensus: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Every generated token, counting early-stopped and cancelled traces."""
+        return sum(t.n_tokens for t in self.traces)
+
+    def to_json(self) -> dict:
+        c = self.config
+        return {
+            "answer": self.answer,
+            "votes": [v.to_dict() for v in self.votes],
+            "tokens": self.tokens,
+            "wall_time": self.wall_time,
+            "mode": self.mode,
+            "threshold": self.threshold,
+            "stopped_by_consensus": self.stopped_by_consensus,
+            "n_traces": len(self.traces),
+            "n_stopped_early": sum(t.stopped_early for t in self.traces),
+            "config": {
+                "budget": c.budget,
+                "warmup": c.warmup,
+                "eta": c.eta,
+                "window": c.window,
+                "tau": c.tau,
+                "confidence": c.confidence,
+            },
+            "voting": self.voting,
+            "traces": [t.to_dict(c.window) for t in self.traces],
+        }
+
+
+class _Annotator:
+    """Extracts, groups and scores traces as they arrive."""
+
+    def __init__(self, config: DeepConfConfig, extractor: Extractor, equivalent: Equivalence):
+        self.config = config
+        self.extractor = extractor
+        self.grouper = AnswerGrouper(equivalent)
+
+    def __call__(self, trace: Trace, phase: str) -> Trace:
+        trace.phase = phase
+        trace.confidence = trace_confidence(trace.confidences, self.config.window)
+        if trace.finish_reason not in (LOW_CONFIDENCE, CANCELLED):
+            trace.raw_answer = self.extractor(trace.text)
+            trace.answer = self.grouper.canonical(trace.raw_answer)
+        return trace
+
+
+def run_deepconf(
+    generator: TraceGenerator,
+    prompt_ids: list[int],
+    config: DeepConfConfig,
+    *,
+    extractor: Extractor = math_extractor,
+    equivalent: Equivalence = math_equivalent,
+    progress: Callable[[list[Trace], str | None], None] | None = None,
+) -> DeepConfResult:
+    """Run DeepConf for one prompt. ``progress(traces_so_far, current_leader)`` is called per trace."""
+    config.validate()
+    annotate = _Annotator(config, extractor, equivalent)
+    start = time.perf_counter()
+    if config.mode == "offline":
+        result = _offline(generator, prompt_ids, config, annotate, progress)
+    else:
+        result = _online(generator, prompt_ids, config, annotate, progress)
+    result.wall_time = time.perf_counter() - start
+    result.voting = voting_variants(
+        [t.answer for t in result.traces],
+        [t.confidence.to_dict() for t in result.traces],
+    )
+    return result
+
+
+def _offline(generator, prompt_ids, config, annotate, progress) -> DeepConfResult:
+    done: list[Trace] = []
+
+    def on_trace(trace: Trace) -> bool:
+        done.append(annotate(trace, "offline"))
+        if progress:
+            progress(done, winner(tally([t.answer for t in done])))
+        return True
+
+    traces = generator.generate(prompt_ids, config.budget, window=config.window, on_trace=on_trace)
+    for t in traces:
+        if t.confidence is None:
+            annotate(t, "offline")
+    answering = [t for t in traces if t.answer is not None]
+    conf = [t.confidence.get(config.confidence) for t in answering]
+    keep = filter_top(conf, config.eta)
+    cut = percentile_threshold(conf, config.eta) if any(math.isfinite(c) for c in conf) else None
+    for t, k in zip(answering, keep):
+        t.voted = k
+    votes = tally(
+        [t.answer for t in answering if t.voted], [t.confidence.get(config.confidence) for t in answering if t.voted]
+    )
+    return DeepConfResult(winner(votes), votes, traces, "offline", cut, 0.0, config)
+
+
+def _online(generator, prompt_ids, config, annotate, progress) -> DeepConfResult:
+    traces: list[Trace] = []
+
+    def add(trace: Trace, phase: str) -> None:
+        traces.append(annotate(trace, phase))
+
+    def on_warmup(trace: Trace) -> bool:
+        add(trace, "warmup")
+        if progress:
+            progress(traces, None)
+        return True
+
+    warm = generator.generate(prompt_ids, config.warmup, window=config.window, on_trace=on_warmup)
+    for t in warm:  # a backend that does not call on_trace
+        if t.confidence is None:
+            add(t, "warmup")
+    threshold = percentile_threshold([t.confidence.lowest for t in traces], config.eta)
+
+    def votes_now() -> list[Vote]:
+        for t in traces:
+            t.voted = t.answer is not None and t.confidence.lowest >= threshold
+        return tally([t.answer for t in traces if t.voted], [t.confidence.lowest for t in traces if t.voted])
+
+    votes = votes_now()
+    consensus = leader_share(votes) >= config.tau
+    batch = config.batch_size or config.warmup
+    generated = len(traces)
+    while not consensus and generated < config.budget:
+        n = min(batch, config.budget - generated)
+        before = len(traces)
+
+        def on_trace(trace: Trace) -> bool:
+            nonlocal votes, consensus
+            add(trace, "final")
+            votes = votes_now()
+            consensus = leader_share(votes) >= config.tau
+            if progress:
+                progress(traces, winner(votes))
+            return not consensus
+
+        wave = generator.generate(
+            prompt_ids,
+            n,
+            window=config.window,
+            threshold=threshold,
+            min_stop_tokens=config.min_stop_tokens,
+            on_trace=on_trace,
+        )
+        seen = {id(t) for t in traces[before:]}
+        for t in wave:  # cancelled traces are returned without an on_trace call
+            if id(t) not in seen:
+                add(t, "final")
+        if not wave:
+            raise RuntimeError("the trace generator returned no traces; DeepConf cannot make progress")
+        generated += len(wave)
+        votes = votes_now()
+    return DeepConfResult(
+        winner(votes), votes, traces, "online", threshold, 0.0, config, stopped_by_consensus=consensus
+    )

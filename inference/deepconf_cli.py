@@ -1,0 +1,218 @@
+"""`falcon-h1r deepconf "question"`: answer with DeepConf (many traces, confidence-filtered vote).
+
+Shows a progress bar (traces done, tokens, current leader) on stderr, then a table of votes; ``--json``
+prints one JSON object instead (answer, votes, traces, tokens, ...); ``--plot out.png`` draws every
+trace's group confidence, coloured by answer, with the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from falcon_h1r.inference.backends import BACKENDS
+from falcon_h1r.inference.confidence import CONFIDENCE_KINDS, DEFAULT_WINDOW
+from falcon_h1r.inference.deepconf import DeepConfConfig, DeepConfResult, Trace
+
+
+def build_parser():
+    from falcon_h1r.cli import subcommand_parser
+
+    p = subcommand_parser("deepconf", "Answer a question with DeepConf: sample many reasoning traces, stop "
+                          "low-confidence ones early, and take a confidence-weighted vote.")  # fmt: skip
+    p.add_argument("question", help="the question (formatted with the model's chat template)")
+    p.add_argument("--backend", choices=BACKENDS, default="transformers", help="transformers (CPU/GPU) or vllm (GPU)")
+    p.add_argument("--mode", choices=("online", "offline"), default="online")
+    p.add_argument("--budget", type=int, default=512, help="most traces to sample (paper: 512)")
+    p.add_argument("--warmup", type=int, default=16, help="online: warm-up traces that set the threshold")
+    p.add_argument(
+        "--eta",
+        type=float,
+        default=10.0,
+        help="percent of traces kept: 10 = DeepConf-low (threshold = 90th percentile of the warm-up lowest "
+        "group confidences), 90 = DeepConf-high (10th percentile)",
+    )
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="group-confidence window in tokens")
+    p.add_argument("--tau", type=float, default=0.95, help="online: stop once the leader has this vote share")
+    p.add_argument(
+        "--confidence", choices=CONFIDENCE_KINDS, default="lowest", help="offline: trace confidence to filter by"
+    )
+    p.add_argument(
+        "--min-stop-tokens", type=int, default=None, help="online: tokens before a trace may stop (default: window)"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="online: traces sampled together after warm-up")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the checkpoint's generation config")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
+    p.add_argument("--device", default=None, help="transformers: cpu / cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16")
+    p.add_argument("--max-batch", type=int, default=None, help="transformers: most traces decoded at once")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
+    p.add_argument("--data-parallel-size", type=int, default=1, help="vllm")
+    p.add_argument("--json", action="store_true", help="print one JSON object (answer, votes, traces, tokens, ...)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="plot trace confidences to this PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = DeepConfConfig(
+        mode=args.mode,
+        budget=args.budget,
+        warmup=min(args.warmup, args.budget),
+        eta=args.eta,
+        window=args.window,
+        tau=args.tau,
+        confidence=args.confidence,
+        min_stop_tokens=args.min_stop_tokens,
+        batch_size=args.batch_size,
+    )
+    try:
+        config.validate()
+    except ValueError as e:
+        print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
+        return 2
+
+    from falcon_h1r import resolve_model
+    from falcon_h1r.inference.deepconf import run_deepconf
+
+    try:
+        generator = _generator(args, resolve_model(args.model))
+    except ImportError as e:
+        print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
+        return 2
+    prompt_ids = generator.prompt_ids(args.question, args.system)
+    with _Progress(config.budget) as progress:
+        result = run_deepconf(generator, prompt_ids, config, progress=progress)
+    if args.plot:
+        plot_confidences(result, args.plot)
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print_summary(result)
+    return 0
+
+
+def _generator(args, model: str):
+    from falcon_h1r.inference.backends import make_generator
+
+    return make_generator(
+        args.backend,
+        model,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        max_batch=args.max_batch,
+    )
+
+
+class _Progress:
+    """rich progress bar on stderr: traces done of the budget, generated tokens, current leader."""
+
+    def __init__(self, budget: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("traces"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[tokens]} tokens"),
+            TextColumn("leader: {task.fields[leader]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task = self._progress.add_task("deepconf", total=budget, tokens=0, leader="-")
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def __call__(self, traces: list[Trace], leader: str | None) -> None:
+        tokens = sum(t.n_tokens for t in traces)
+        self._progress.update(self._task, completed=len(traces), tokens=tokens, leader=leader or "-")
+
+
+def print_summary(result: DeepConfResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    total = sum(v.weight for v in result.votes) or 1.0
+    table = Table(title=f"DeepConf ({result.mode}) votes")
+    for col in ("answer", "traces", "weight", "share"):
+        table.add_column(col, justify="left" if col == "answer" else "right")
+    for v in result.votes:
+        table.add_row(v.answer, str(v.count), f"{v.weight:.2f}", f"{v.weight / total:.1%}")
+    console.print(table)
+    n_early = sum(t.stopped_early for t in result.traces)
+    threshold = "-" if result.threshold is None else f"{result.threshold:.4f}"
+    console.print(
+        f"answer: [bold]{result.answer}[/bold]   traces: {len(result.traces)} ({n_early} stopped early)   "
+        f"tokens: {result.tokens}   threshold: {threshold}   time: {result.wall_time:.1f}s"
+    )
+    variants = Table(title="voting variants")
+    variants.add_column("variant")
+    variants.add_column("answer")
+    variants.add_column("votes", justify="right")
+    for name, v in result.voting.items():
+        variants.add_row(name, str(v["answer"]), str(v["n_votes"]))
+    console.print(variants)
+
+
+def plot_confidences(result: DeepConfResult, path: str) -> None:
+    """Group confidence along every trace, one colour per answer (grey: no answer / stopped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from falcon_h1r.inference.confidence import running_group_confidences
+
+    answers = [v.answer for v in result.votes] + sorted(
+        {t.answer for t in result.traces if t.answer is not None} - {v.answer for v in result.votes}
+    )
+    cmap = plt.get_cmap("tab10")
+    colour = {a: cmap(i % 10) for i, a in enumerate(answers)}
+    fig, ax = plt.subplots(figsize=(9, 5))
+    labelled: set = set()
+    for t in result.traces:
+        if not t.confidences:
+            continue
+        g = running_group_confidences(t.confidences, result.config.window)
+        key = t.answer if t.answer is not None else ("stopped early" if t.stopped_early else "no answer")
+        c = colour.get(t.answer, "0.6" if t.stopped_early else "0.8")
+        ax.plot(range(1, len(g) + 1), g, color=c, lw=1, alpha=0.8, ls="--" if t.stopped_early else "-",
+                label=None if key in labelled else str(key))  # fmt: skip
+        labelled.add(key)
+    if result.threshold is not None:
+        what = (
+            "stop threshold"
+            if result.mode == "online"
+            else f"top-{result.config.eta:g}% cut ({result.config.confidence})"
+        )
+        ax.axhline(result.threshold, color="red", lw=1.5, label=what)
+    ax.set_xlabel("generated tokens")
+    ax.set_ylabel(f"group confidence (window {result.config.window})")
+    ax.set_title(f"DeepConf {result.mode}: answer {result.answer}, {len(result.traces)} traces, {result.tokens} tokens")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

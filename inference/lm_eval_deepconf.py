@@ -1,0 +1,162 @@
+"""lm-eval model ``falcon_h1r_deepconf``: answers math generation tasks by DeepConf voting.
+
+    lm_eval --model falcon_h1r_deepconf \\
+        --model_args pretrained=tiiuae/Falcon-H1R-7B,backend=vllm,mode=online,budget=512,eta=10 \\
+        --include_path $(python -c "import falcon_h1r.eval as e; print(e.tasks_dir())") --tasks aime25
+
+(``falcon-h1r eval --deepconf`` selects it.) Each ``generate_until`` request runs one DeepConf search and
+returns ``\\boxed{<voted answer>}``, which the math tasks grade like any response. Importing this module
+registers the model with lm-eval.
+
+Prompts: when lm-eval applies the chat template (``--apply_chat_template``) the context is used as is;
+otherwise the context is wrapped as one user message with the model's chat template, since DeepConf's
+traces are meant to be the model's chat answers. Sampling is DeepConf's (``temperature``, ``top_p`` model
+args, paper defaults 0.6 / 0.95), not the task's greedy settings; the task's ``max_gen_toks`` caps the
+trace length unless ``max_new_tokens`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from falcon_h1r.inference.deepconf import DeepConfConfig, run_deepconf
+
+log = logging.getLogger(__name__)
+
+_INTS = {"budget", "warmup", "window", "max_new_tokens", "seed", "top_k", "min_stop_tokens", "tensor_parallel_size",
+         "data_parallel_size", "deepconf_batch_size"}  # fmt: skip
+_FLOATS = {"eta", "tau", "temperature", "top_p"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None or value == "None":
+        return None
+    if name in _INTS:
+        return int(value)
+    if name in _FLOATS:
+        return float(value)
+    return value
+
+
+@register_model("falcon_h1r_deepconf")
+class DeepConfLM(LM):
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        backend: str = "transformers",
+        mode: str = "online",
+        budget: int = 64,
+        warmup: int = 16,
+        eta: float = 10.0,
+        window: int = 2048,
+        tau: float = 0.95,
+        confidence: str = "lowest",
+        min_stop_tokens: int | None = None,
+        deepconf_batch_size: int | None = None,
+        temperature: float = 0.6,
+        top_p: float = 0.95,
+        top_k: int | None = None,
+        max_new_tokens: int | None = None,
+        seed: int | None = 0,
+        device: str | None = None,
+        dtype: str | None = None,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        system: str | None = None,
+        batch_size: Any = None,  # lm-eval's; DeepConf batches the traces of one question itself
+        max_batch_size: Any = None,
+        **unused: Any,
+    ):
+        super().__init__()
+        if unused:
+            log.warning("falcon_h1r_deepconf ignores model args %s", sorted(unused))
+        from falcon_h1r import resolve_model
+        from falcon_h1r.inference.backends import make_generator
+
+        a = {k: _coerce(k, v) for k, v in locals().items() if k in _INTS | _FLOATS}
+        self.config = DeepConfConfig(
+            mode=mode,
+            budget=a["budget"],
+            warmup=min(a["warmup"], a["budget"]),
+            eta=a["eta"],
+            window=a["window"],
+            tau=a["tau"],
+            confidence=confidence,
+            min_stop_tokens=a["min_stop_tokens"],
+            batch_size=a["deepconf_batch_size"],
+        )
+        self.config.validate()
+        self.max_new_tokens = a["max_new_tokens"]
+        self.system = system
+        self.generator = make_generator(
+            backend,
+            resolve_model(pretrained),
+            temperature=a["temperature"],
+            top_p=a["top_p"],
+            top_k=a["top_k"],
+            max_new_tokens=a["max_new_tokens"],
+            seed=a["seed"],
+            device=device,
+            dtype=dtype,
+            tensor_parallel_size=a["tensor_parallel_size"],
+            data_parallel_size=a["data_parallel_size"],
+        )
+        self.tokenizer = self.generator.tokenizer
+        self._model_name = str(pretrained)
+        self._context_is_templated = False
+        self.results: list[dict] = []  # per request: answer, tokens, traces, wall time
+
+    # -- chat template hooks used by lm-eval's --apply_chat_template ------------------------------------
+    @property
+    def tokenizer_name(self) -> str:
+        return self._model_name.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return self.tokenizer.chat_template
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._context_is_templated = True
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    # -- requests ----------------------------------------------------------------------------------------
+    def _prompt_ids(self, context: str) -> list[int]:
+        if self._context_is_templated:
+            return self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        return self.generator.prompt_ids(context, self.system)
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from tqdm import tqdm
+
+        outputs: list[str] = []
+        for request in tqdm(requests, disable=disable_tqdm, desc="DeepConf"):
+            context, gen_kwargs = request.args
+            if self.max_new_tokens is None and isinstance(gen_kwargs, dict) and gen_kwargs.get("max_gen_toks"):
+                self.generator.max_new_tokens = int(gen_kwargs["max_gen_toks"])
+            result = run_deepconf(self.generator, self._prompt_ids(context), self.config)
+            self.results.append(
+                {
+                    "answer": result.answer,
+                    "tokens": result.tokens,
+                    "traces": len(result.traces),
+                    "wall_time": result.wall_time,
+                }
+            )
+            text = f"\\boxed{{{result.answer}}}" if result.answer is not None else ""
+            outputs.append(text)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        return outputs
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "falcon_h1r_deepconf only generates (DeepConf votes over sampled answers); use it with generation "
+            "tasks such as aime25 or math500, and a regular model (hf / vllm) for log-likelihood tasks"
+        )
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        return self.loglikelihood(requests, disable_tqdm)

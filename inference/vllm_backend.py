@@ -1,0 +1,234 @@
+"""DeepConf's vLLM backend (GPU; ``pip install 'falcon-h1r[vllm]'``, vllm >= 0.22, <= 0.31).
+
+A thin layer over the shared core: vLLM samples, this module turns its per-token log-probs into our
+`Trace` with the same confidence definition as the transformers backend.
+
+- Confidence: vLLM returns, per generated token, a dict ``token_id -> Logprob(logprob, rank, ...)`` with
+  the top ``logprobs`` candidates *plus* the sampled token when it ranks lower. C_i uses exactly the k
+  entries of rank <= k (the sampled token only when it is among them), so it equals the transformers
+  backend's top-k of the raw log-softmax. vLLM's default ``logprobs_mode`` ("raw_logprobs": before
+  temperature / top-p) is required for that; do not change it.
+- Offline: one request with ``SamplingParams(n=budget, logprobs=20)``.
+- Online early stop: one streamed request per trace (``RequestOutputKind.DELTA``) through ``AsyncLLM``;
+  the confidence tracker sees each token as it arrives and the request is aborted (generator closed,
+  then ``abort(request_id)``) once its group confidence falls below the threshold, or when consensus is
+  reached. This works the same under the V1 model runner and model runner V2, whose logits-processor
+  interfaces differ; the price is that a stopped request may decode a few more tokens before the abort
+  lands (counted in the token totals).
+- Parallelism: ``tensor_parallel_size`` / ``data_parallel_size`` and any other engine argument are passed
+  to ``AsyncEngineArgs`` unchanged; vLLM itself spreads the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from falcon_h1r.inference.confidence import TOP_K, ConfidenceTracker, token_confidence_from_logprobs
+from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, Trace
+
+VLLM_INSTALL_HINT = (
+    "the vLLM backend needs vLLM (GPU only): pip install 'falcon-h1r[vllm]'; or use --backend transformers"
+)
+
+
+def position_confidence(position: Mapping[int, Any], k: int = TOP_K) -> float:
+    """C_i from one position's vLLM log-prob dict (values with ``.logprob`` and ``.rank``, rank 1 = best)."""
+    entries = list(position.values())
+    ranked = [e for e in entries if getattr(e, "rank", None) is not None]
+    if len(ranked) == len(entries):
+        top = [e.logprob for e in ranked if e.rank <= k]
+    else:  # no ranks reported: the k largest are the top k
+        top = sorted((e.logprob for e in entries), reverse=True)[:k]
+    return token_confidence_from_logprobs(top, k)
+
+
+class StreamingTrace:
+    """Accumulates one request's streamed tokens and log-probs, tracking confidence as they arrive."""
+
+    def __init__(self, window: int, threshold: float | None, min_stop_tokens: int | None, k: int = TOP_K):
+        self.k = k
+        self.tracker = ConfidenceTracker(window, threshold, min_stop_tokens)
+        self.token_ids: list[int] = []
+        self.stop_low_confidence = False
+
+    def extend(self, token_ids: Iterable[int], logprobs: Iterable[Mapping[int, Any]] | None) -> bool:
+        """Add a delta; True once the trace should stop for low confidence (tokens after that are kept,
+        since they were generated, but no longer change the decision)."""
+        token_ids = list(token_ids)
+        if not token_ids:  # a final DELTA may carry no new token (and vLLM then repeats all log-probs)
+            return self.stop_low_confidence
+        if logprobs is None:
+            raise ValueError("vLLM returned no log-probs: DeepConf needs SamplingParams(logprobs=20)")
+        positions = list(logprobs)
+        if len(positions) != len(token_ids):
+            raise ValueError(f"{len(token_ids)} new tokens but {len(positions)} log-prob entries")
+        for tok, position in zip(token_ids, positions):
+            self.token_ids.append(int(tok))
+            stop = self.tracker.add(position_confidence(position, self.k))
+            self.stop_low_confidence = self.stop_low_confidence or stop
+        return self.stop_low_confidence
+
+    def to_trace(self, text: str, finish_reason: str) -> Trace:
+        return Trace(text, self.token_ids, list(self.tracker.confidences), finish_reason)
+
+
+def finish_reason_of(vllm_reason: str | None) -> str:
+    """vLLM's finish reason -> ours ("stop" covers EOS and stop strings; "length" is max_tokens)."""
+    return {"stop": FINISHED, "length": LENGTH, "abort": CANCELLED}.get(vllm_reason or "", CANCELLED)
+
+
+def trace_from_completion(
+    completion: Any, *, window: int, k: int = TOP_K, decode: Callable[[list[int]], str] | None = None
+) -> Trace:
+    """A finished vLLM ``CompletionOutput`` (text, token_ids, logprobs, finish_reason) -> `Trace`."""
+    acc = StreamingTrace(window, None, None, k)
+    acc.extend(completion.token_ids, completion.logprobs)
+    text = decode(acc.token_ids) if decode else completion.text
+    return acc.to_trace(text, finish_reason_of(completion.finish_reason))
+
+
+class VLLMTraceGenerator:
+    """`TraceGenerator` on a vLLM ``AsyncLLM`` engine (one engine, one private event loop)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        temperature: float = 0.6,
+        top_p: float = 0.95,
+        top_k: int | None = None,
+        max_new_tokens: int = 65536,
+        seed: int | None = None,
+        top_k_logprobs: int = TOP_K,
+        tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
+        **engine_kwargs: Any,
+    ):
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as e:  # pragma: no cover - needs vLLM
+            raise ImportError(VLLM_INSTALL_HINT) from e
+        from transformers import AutoTokenizer
+
+        from falcon_h1r.inference.hf_backend import chat_prompt_ids, decode_trace
+
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.max_new_tokens, self.seed, self.k = max_new_tokens, seed, top_k_logprobs
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self._chat_prompt_ids, self._decode_trace = chat_prompt_ids, decode_trace
+        eos = self.tokenizer.eos_token_id
+        self.eos_ids = {eos} if eos is not None else set()
+        self._counter = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        args = AsyncEngineArgs(
+            model=model,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            max_logprobs=max(TOP_K, top_k_logprobs),
+            **engine_kwargs,
+        )
+
+        async def create():
+            return AsyncLLM.from_engine_args(args)
+
+        self.engine = self._loop.run_until_complete(create())
+
+    def prompt_ids(self, question: str, system: str | None = None) -> list[int]:
+        return self._chat_prompt_ids(self.tokenizer, question, system)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self._decode_trace(self.tokenizer, token_ids, self.eos_ids)
+
+    def _params(self, n: int, streamed: bool):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        kwargs: dict[str, Any] = {}
+        if self.top_k:
+            kwargs["top_k"] = self.top_k
+        if self.seed is not None:
+            kwargs["seed"] = self.seed + next(self._counter)
+        return SamplingParams(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_new_tokens,
+            logprobs=self.k,
+            skip_special_tokens=False,
+            output_kind=RequestOutputKind.DELTA if streamed else RequestOutputKind.FINAL_ONLY,
+            **kwargs,
+        )
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        n: int,
+        *,
+        window: int,
+        threshold: float | None = None,
+        min_stop_tokens: int | None = None,
+        on_trace: Callable[[Trace], bool] | None = None,
+    ) -> list[Trace]:
+        if threshold is None:
+            return self._loop.run_until_complete(self._batch(prompt_ids, n, window, on_trace))
+        return self._loop.run_until_complete(
+            self._streamed(prompt_ids, n, window, threshold, min_stop_tokens, on_trace)
+        )
+
+    async def _batch(self, prompt_ids, n, window, on_trace) -> list[Trace]:
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(n, False), _rid()):
+            final = out
+        traces = [trace_from_completion(c, window=window, k=self.k, decode=self._decode) for c in final.outputs]
+        for t in traces:
+            if on_trace is not None:
+                on_trace(t)
+        return traces
+
+    async def _streamed(self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace) -> list[Trace]:
+        traces: list[Trace] = []
+        tasks: list[asyncio.Task] = []
+
+        async def one() -> None:
+            rid = _rid()
+            acc = StreamingTrace(window, threshold, min_stop_tokens, self.k)
+            stream = self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(1, True), rid)
+            reason = CANCELLED
+            try:
+                async for out in stream:
+                    c = out.outputs[0]
+                    low = acc.extend(c.token_ids, c.logprobs)
+                    if out.finished and not (low and c.finish_reason == "length"):  # EOS wins, as in transformers
+                        reason = finish_reason_of(c.finish_reason)
+                        break
+                    if low:
+                        reason = LOW_CONFIDENCE
+                        break
+            except asyncio.CancelledError:
+                reason = CANCELLED
+            finally:
+                await stream.aclose()
+                await self.engine.abort(rid)
+            trace = acc.to_trace(self._decode(acc.token_ids), reason)
+            traces.append(trace)
+            if reason != CANCELLED and on_trace is not None and on_trace(trace) is False:
+                for task in tasks:
+                    if not task.done() and task is not asyncio.current_task():
+                        task.cancel()
+
+        tasks.extend(asyncio.ensure_future(one()) for _ in range(n))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return traces
+
+    def close(self) -> None:
+        self.engine.shutdown()
+        self._loop.close()
+
+
+def _rid() -> str:
+    return f"deepconf-{uuid.uuid4().hex}"

@@ -1,0 +1,143 @@
+"""Pieces shared by the SFT and GRPO entry points: parsing, model/tokenizer loading, LoRA, resume, saving."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+
+from falcon_h1r.training.tokenizer import CHAT_TEMPLATE_PATH
+
+logger = logging.getLogger(__name__)
+
+# LoRA on the Mamba out_proj / conv1d is refused by PEFT for this family (fused kernels read those weights directly).
+SAFE_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "in_proj", "gate_proj", "up_proj", "down_proj"]
+UNSAFE_LORA_TARGETS = {"out_proj", "conv1d"}
+FALCON_MODEL_TYPES = {"falcon_h1", "falcon_h1r"}
+
+
+@dataclass
+class FalconScriptArguments(ScriptArguments):
+    """TRL's script arguments plus what our recipes need (`dataset_name: synthetic` = the arithmetic task)."""
+
+    dataset_train_split: str = field(default="train", metadata={"help": "split to train on"})
+    dataset_test_split: str = field(default="test", metadata={"help": "split to evaluate on (eval_strategy != no)"})
+    dataset_num_examples: int | None = field(
+        default=None, metadata={"help": "number of training rows (first N; the synthetic task generates N)"}
+    )
+    eval_num_examples: int | None = field(default=None, metadata={"help": "number of evaluation rows"})
+    dataset_seed: int | None = field(default=None, metadata={"help": "generator seed for the synthetic task"})
+    merge_lora: bool = field(
+        default=True,
+        metadata={
+            "help": "with --use_peft: merge the adapter and save a full model in output_dir (adapter in adapter/)"
+        },
+    )
+    torch_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads for CPU runs"})
+
+
+def parse(dataclass_types: tuple, argv: list[str] | None, prog: str):
+    """TrlParser: `--config recipe.yaml` plus CLI overrides (CLI wins), exactly as TRL's own scripts."""
+    parser = TrlParser(dataclass_types, prog=prog)
+    saved = sys.argv
+    try:  # TrlParser reads `--config` from sys.argv; route our argv through it
+        sys.argv = [prog, *(argv if argv is not None else saved[1:])]
+        return parser.parse_args_and_config()
+    finally:
+        sys.argv = saved
+
+
+def resolve_model_path(name: str | None) -> str:
+    from falcon_h1r import resolve_model
+
+    return resolve_model(name)
+
+
+def resolve_chat_template_path(path: str | None) -> str | None:
+    """`falcon_h1r` names the packaged Falcon-H1R chat template (with generation markers)."""
+    return str(CHAT_TEMPLATE_PATH) if path == "falcon_h1r" else path
+
+
+def _dtype(name: str | None):
+    if name in (None, "auto"):
+        return "auto"
+    return getattr(torch, name)
+
+
+def load_model(model_args: ModelConfig, trust_remote_code: bool = False):
+    """Falcon-H1 / Falcon-H1R checkpoints load as our FalconH1RForCausalLM (fixes and remote-code saving);
+    anything else goes through AutoModelForCausalLM."""
+    import falcon_h1r  # noqa: F401 - registers the Auto classes
+    from falcon_h1r.modeling import FalconH1RForCausalLM
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    kwargs = {"dtype": _dtype(model_args.dtype), "revision": model_args.model_revision}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, revision=model_args.model_revision)
+    if config.model_type in FALCON_MODEL_TYPES:
+        return FalconH1RForCausalLM.from_pretrained(path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    path = resolve_model_path(model_args.model_name_or_path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=model_args.model_revision)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def peft_config(model_args: ModelConfig):
+    """TRL's LoRA config with the family's safe target modules by default; refuses the unsafe ones."""
+    if not model_args.use_peft:
+        return None
+    if model_args.lora_target_modules is None:
+        model_args.lora_target_modules = list(SAFE_LORA_TARGETS)
+    targets = model_args.lora_target_modules
+    bad = UNSAFE_LORA_TARGETS & set([targets] if isinstance(targets, str) else targets)
+    if bad:
+        raise ValueError(
+            f"lora_target_modules includes {sorted(bad)}: LoRA cannot target the Mamba out_proj/conv1d of Falcon-H1 "
+            f"(the fused kernels read those weights directly); use a subset of {SAFE_LORA_TARGETS}"
+        )
+    return get_peft_config(model_args)
+
+
+def last_checkpoint(training_args) -> str | None:
+    """Resume point: an explicit resume_from_checkpoint path, else the newest checkpoint-* in output_dir."""
+    explicit = training_args.resume_from_checkpoint
+    if explicit and str(explicit).lower() not in ("true", "false"):
+        return explicit
+    found = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    if found:
+        logger.info("resuming from %s", found)
+    return found
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def save_final(trainer, tokenizer, output_dir: str, merge_lora: bool) -> None:
+    """Save the final model (remote code for Falcon models) + tokenizer; with PEFT, merge and save the full model."""
+    model = trainer.model
+    if hasattr(model, "merge_and_unload") and merge_lora:
+        trainer.save_model(str(Path(output_dir) / "adapter"))
+        if trainer.accelerator.is_main_process:
+            merged = trainer.accelerator.unwrap_model(model).merge_and_unload()
+            merged.save_pretrained(output_dir)
+            tokenizer.save_pretrained(output_dir)
+        trainer.accelerator.wait_for_everyone()
+        return
+    trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)

@@ -1,0 +1,80 @@
+"""`falcon-h1r grpo --config RECIPE.yaml [--key value ...]`: GRPO with TRL's GRPOTrainer and our rewards.
+
+Same YAML keys and CLI overrides as TRL's `trl grpo` (script args + GRPOConfig + ModelConfig), plus
+`reward_funcs` (names from `falcon_h1r.training.rewards`), runs under `accelerate launch`, resumes from the
+newest checkpoint in output_dir, saves remote-code checkpoints, and can publish the result to the Hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, GRPOTrainer, ModelConfig
+
+from falcon_h1r.training import common, data, rewards
+
+
+@dataclass
+class GRPOScriptArguments(common.FalconScriptArguments):
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["math_accuracy", "format"],
+        metadata={"help": f"reward functions by name, from {sorted(rewards.REWARD_FUNCS)}"},
+    )
+    answer_column: str | None = field(default=None, metadata={"help": "dataset column holding the gold answer"})
+    publish_repo_id: str | None = field(
+        default=None, metadata={"help": "after training, publish output_dir to this Hub repo (with a model card)"}
+    )
+    publish_private: bool = field(default=True, metadata={"help": "create the Hub repo as private"})
+    publish_dry_run: bool = field(default=False, metadata={"help": "stage and validate the upload, send nothing"})
+
+
+def build_trainer(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer:
+    common.set_threads(script_args.torch_threads)
+    train = data.load_grpo_dataset(
+        script_args.dataset_name,
+        script_args.dataset_train_split,
+        script_args.dataset_config,
+        script_args.dataset_num_examples,
+        script_args.dataset_seed,
+        script_args.answer_column,
+    )
+    return GRPOTrainer(
+        model=common.load_model(model_args, training_args.trust_remote_code),
+        reward_funcs=rewards.get_reward_funcs(script_args.reward_funcs),
+        args=training_args,
+        train_dataset=train,
+        processing_class=common.load_tokenizer(model_args, training_args.trust_remote_code),
+        peft_config=common.peft_config(model_args),
+    )
+
+
+def publish(script_args: GRPOScriptArguments, checkpoint_dir: str) -> None:
+    from falcon_h1r.model_card.publish import publish as publish_checkpoint  # lazy: hub tooling is optional here
+
+    publish_checkpoint(
+        checkpoint_dir,
+        repo_id=script_args.publish_repo_id,
+        private=script_args.publish_private,
+        dry_run=script_args.publish_dry_run,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    script_args, training_args, model_args = common.parse(
+        (GRPOScriptArguments, GRPOConfig, ModelConfig), argv, "falcon-h1r grpo"
+    )
+    if script_args.dataset_name is None:
+        raise SystemExit(
+            "falcon-h1r grpo: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
+        )
+    trainer = build_trainer(script_args, training_args, model_args)
+    trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args))
+    common.save_final(trainer, trainer.processing_class, training_args.output_dir, script_args.merge_lora)
+    trainer.accelerator.print(f"saved to {training_args.output_dir}")
+    if script_args.publish_repo_id and trainer.accelerator.is_main_process:
+        publish(script_args, training_args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
