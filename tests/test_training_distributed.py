@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ from falcon_h1r.training import common, sft
 from falcon_h1r.training.tiny import MICRO_CONFIG, build_tiny_model
 
 RECIPES = Path(common.__file__).resolve().parent / "recipes"
+
+
+def free_port() -> int:
+    # a fixed rendezvous port would collide with any other distributed run on the machine
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def losses(out: Path, step: int) -> list[float]:
@@ -46,7 +54,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     launcher = str(Path(sys.executable).with_name("accelerate"))
     cmd = [
         launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "falcon_h1r.cli", "sft", *common_args,
+        "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "falcon_h1r.cli", "sft", *common_args,
         "--output_dir", str(ddp_out), "--per_device_train_batch_size", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
