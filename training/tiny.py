@@ -85,18 +85,20 @@ def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, **over
     )
     torch.manual_seed(seed)
     model = model_cls(config)
-    model.generation_config = GenerationConfig(
-        do_sample=True,
-        **SAMPLING,
-        max_new_tokens=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = sampling_defaults(tokenizer)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
     return model, tokenizer
+
+
+def sampling_defaults(tokenizer) -> GenerationConfig:
+    """The model card's sampling (T 0.6, top_p 0.95). No max_new_tokens: the caller sets the budget (a default
+    here would override lm-eval's max_gen_toks)."""
+    return GenerationConfig(
+        do_sample=True, **SAMPLING, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
 
 
 def ship(checkpoint: str | Path, dest: str | Path, extra_files: list[str | Path] = ()) -> None:
@@ -113,13 +115,7 @@ def ship(checkpoint: str | Path, dest: str | Path, extra_files: list[str | Path]
             old.unlink()
     model = FalconH1RForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model.generation_config = GenerationConfig(
-        do_sample=True,
-        **SAMPLING,
-        max_new_tokens=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = sampling_defaults(tokenizer)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     for f in extra_files:
