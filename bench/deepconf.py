@@ -1,7 +1,9 @@
 """DeepConf on the embedded model: accuracy and generated tokens against plain majority voting.
 
-    python bench/deepconf.py                      # 200 held-out synthetic problems, budget 32
+    python bench/deepconf.py                      # 200 held-out synthetic problems, budget 64, warm-up 16
     python bench/deepconf.py --online-etas 10,90 --json out.json   # DeepConf-low and -high online
+    python bench/deepconf.py --shard 0/2 --json a.json & python bench/deepconf.py --shard 1/2 --json b.json
+    python bench/deepconf.py --report a.json b.json                 # two processes, one merged table
 
 For each held-out problem of `falcon_h1r.training.synthetic_task.problems("eval", n)`:
 - offline run: ``budget`` traces, from which come
@@ -27,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="checkpoint (default: the embedded tiny model)")
     p.add_argument("--n", type=int, default=200, help="held-out problems")
-    p.add_argument("--budget", type=int, default=32)
-    p.add_argument("--warmup", type=int, default=8)
+    p.add_argument("--budget", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=16, help="N_init (the paper and the facts file: 16)")
     p.add_argument("--batch-size", type=int, default=8, help="online traces sampled together after warm-up")
     p.add_argument("--eta", type=float, default=10.0, help="offline filter and online threshold: percent kept")
     p.add_argument("--online-etas", default=None, help="comma-separated etas for online runs (default: --eta)")
@@ -42,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="write per-problem records here")
+    p.add_argument("--shard", default="0/1", help="i/n: run problems i, i+n, ... (parallel processes; see --report)")
+    p.add_argument("--report", nargs="+", default=None, help="print the table of these --json files (shards) merged")
     args = p.parse_args(argv)
+    if args.report:
+        runs = [json.load(open(path)) for path in args.report]
+        records = [r for run in runs for r in run["records"]]
+        print(report(records, argparse.Namespace(**runs[0]["args"]), runs[0]["model"]))
+        return 0
+    shard, n_shards = (int(x) for x in args.shard.split("/"))
 
     import torch
     from tqdm import tqdm
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return answer is not None and equivalent(gold, answer)
 
     records = []
-    for prob in tqdm(problems("eval", args.n), desc="problems"):
+    for prob in tqdm(problems("eval", args.n)[shard::n_shards], desc="problems"):
         ids = gen.prompt_ids(prob["question"])
         off = run_deepconf(gen, ids, offline_cfg)
         ons = {eta: run_deepconf(gen, ids, cfg) for eta, cfg in online_cfgs.items()}
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report(records, args, model))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "records": records}, f, indent=1)
+            json.dump({"args": vars(args), "model": str(model), "records": records}, f, indent=1)
     return 0
 
 

@@ -687,6 +687,30 @@ def _seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int) -> torch.Ten
     return torch.bucketize(positions, cu_seqlens[1:].to(positions.dtype), right=True)[None].to(torch.int32)
 
 
+def build_masks(config, inputs_embeds, attention_mask, past_key_values, position_ids) -> tuple:
+    """(attention mask for the attention branch, (b, l) padding mask for the Mamba branch or None)."""
+    length = inputs_embeds.shape[1]
+    past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+    pad_mask = None
+    if attention_mask is not None and attention_mask.dim() == 2 and length > 1:
+        pad_mask = attention_mask[:, -length:]
+        if bool(pad_mask.all()):
+            pad_mask = None
+    static = past_key_values is not None and past_key_values.is_compileable
+    if length == 1 and past_seen > 0 and not static and (attention_mask is None or bool(attention_mask.all())):
+        return None, pad_mask  # one new token without padding attends to everything in a dynamic cache
+    causal_mask = create_causal_mask(
+        config=config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        # An empty dynamic cache changes nothing in the mask but would switch off the packed-sequence block
+        # mask; a static cache sizes the mask to its preallocated length, so it always goes in.
+        past_key_values=past_key_values if past_seen > 0 or static else None,
+        position_ids=position_ids,
+    )
+    return causal_mask, pad_mask
+
+
 class FalconH1RModel(FalconH1RPreTrainedModel):
     def __init__(self, config: FalconH1RConfig):
         super().__init__(config)
@@ -748,22 +772,11 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
                 seq_idx = _seq_idx_from_cu_seqlens(kwargs["cu_seq_lens_q"], length)
             elif attention_mask is None:
                 seq_idx = _packed_seq_idx(position_ids.expand(batch, -1))
-        pad_mask = None
-        if attention_mask is not None and attention_mask.dim() == 2 and length > 1:
-            pad_mask = attention_mask[:, -length:]
-            if bool(pad_mask.all()):
-                pad_mask = None
-
-        if length == 1 and past_seen > 0 and (attention_mask is None or bool(attention_mask.all())):
-            causal_mask = None  # one new token without padding attends to everything cached
+        if isinstance(attention_mask, dict):  # built ahead by generate() for static caches: create_masks_for_generate
+            causal_mask, pad_mask = attention_mask["full_attention"], attention_mask["linear_attention"]
         else:
-            causal_mask = create_causal_mask(
-                config=self.config,
-                inputs_embeds=hidden_states,
-                attention_mask=attention_mask,
-                # an empty cache changes nothing in the mask, but would switch off the packed-sequence block mask
-                past_key_values=past_key_values if past_seen > 0 else None,
-                position_ids=position_ids,
+            causal_mask, pad_mask = build_masks(
+                self.config, hidden_states, attention_mask, past_key_values, position_ids
             )
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
@@ -849,6 +862,14 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    @staticmethod
+    def create_masks_for_generate(config, inputs_embeds, attention_mask, past_key_values, position_ids=None, **_):
+        """Used by generate() with a static cache: both masks, built ahead of the (compilable) forward."""
+        causal_mask, pad_mask = build_masks(
+            config.get_text_config(), inputs_embeds, attention_mask, past_key_values, position_ids
+        )
+        return {"full_attention": causal_mask, "linear_attention": pad_mask}
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
         # generate() would build a plain DynamicCache; ours also selects conv/SSM rows (see FalconH1RHybridCache).
