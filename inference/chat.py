@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, CompileConfig, PreTrainedTokenizerBase
 
 from falcon_h1r import FalconH1RForCausalLM, resolve_model
 
@@ -41,3 +41,14 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | Non
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def compiled_decoding() -> dict:
+    """`generate()` kwargs for a torch.compile'd decode step over a static (preallocated) cache, on any device.
+
+    The first call pays the compile (tens of seconds); it pays off over long generations. transformers compiles
+    only on accelerators unless the config says otherwise, hence the flag.
+    """
+    config = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs, which a CPU does not have
+    config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": config}

@@ -6,7 +6,7 @@ import torch
 from transformers import TextStreamer
 
 from falcon_h1r.cli import subcommand_parser
-from falcon_h1r.inference.chat import chat_prompt, load_model_and_tokenizer
+from falcon_h1r.inference.chat import chat_prompt, compiled_decoding, load_model_and_tokenizer
 
 
 def build_parser():
@@ -22,6 +22,9 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument(
+        "--compile", action="store_true", help="static cache + torch.compile'd decode step (slow start, faster tokens)"
+    )
     return parser
 
 
@@ -43,7 +46,13 @@ def main(argv: list[str]) -> int:
     )
     streamer = None if args.no_stream else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, streamer=streamer, **sampling)
+        output = model.generate(
+            **inputs,
+            max_new_tokens=args.max_new_tokens,
+            streamer=streamer,
+            **sampling,
+            **(compiled_decoding() if args.compile else {}),
+        )
     if args.no_stream:
         print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False))
     else:

@@ -37,6 +37,15 @@ def test_generate_greedy_prints_what_the_model_generates(capsys) -> None:
     assert capsys.readouterr().out == expected + "\n"
 
 
+def test_generate_compiled_gives_the_same_greedy_text(capsys) -> None:
+    """--compile: static cache and a torch.compile'd decode step (Inductor on the CPU here), same tokens."""
+    argv = ["generate", "What is 3+4?", "--temperature", "0", "--max-new-tokens", "12", "--no-stream"]
+    assert main(argv) == 0
+    eager = capsys.readouterr().out
+    assert main([*argv, "--compile"]) == 0
+    assert capsys.readouterr().out == eager
+
+
 def test_generate_rejects_bad_sampling_flags() -> None:
     with pytest.raises(SystemExit, match="--top-p"):
         main(["generate", "hi", "--top-p", "0"])

@@ -1,4 +1,5 @@
-"""`accelerate launch --num_processes 2 --cpu` (gloo DDP) on the tiny SFT recipe matches one process, same global batch."""
+"""`accelerate launch --config_file cpu_ddp2.yaml` (two processes, gloo DDP) on the tiny SFT recipe matches one process
+with the same global batch."""
 
 from __future__ import annotations
 
@@ -53,13 +54,14 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     ddp_out = tmp_path / "ddp"
     launcher = str(Path(sys.executable).with_name("accelerate"))
     cmd = [
-        launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "falcon_h1r.cli", "sft", *common_args,
+        launcher, "launch", "--config_file", str(RECIPES / "accelerate" / "cpu_ddp2.yaml"), "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()), "-m", "falcon_h1r.cli", "sft", *common_args,
         "--output_dir", str(ddp_out), "--per_device_train_batch_size", "1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 processes (MULTI_CPU)" in run.stdout, run.stdout[-3000:]  # two real processes in one gloo group
 
     single_out = tmp_path / "single"
     assert sft.main([*common_args, "--output_dir", str(single_out), "--per_device_train_batch_size", "2"]) == 0

@@ -127,6 +127,19 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def report_processes(trainer) -> None:
+    """First log line of a run: how many processes train together, so a launch that silently fell back to one
+    process (accelerate does that for its MULTI_CPU type without MPI) is visible at once."""
+    n = trainer.accelerator.num_processes
+    kind = trainer.accelerator.distributed_type.value
+    trainer.accelerator.print(f"{n} process{'es' if n > 1 else ''} ({kind})")
+    if n == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit(
+            f"{os.environ['WORLD_SIZE']} processes were launched but each trains alone: on a machine without a GPU "
+            "set `use_cpu: true` in the recipe (or --use_cpu true) so they join in gloo DDP."
+        )
+
+
 def save_final(trainer, tokenizer, output_dir: str, merge_lora: bool) -> None:
     """Save the final model (remote code for Falcon models) + tokenizer; with PEFT, merge and save the full model."""
     model = trainer.model

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             "falcon-h1r grpo: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
         )
     trainer = build_trainer(script_args, training_args, model_args)
+    common.report_processes(trainer)
     trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args))
     common.save_final(trainer, trainer.processing_class, training_args.output_dir, script_args.merge_lora)
     trainer.accelerator.print(f"saved to {training_args.output_dir}")
