@@ -144,6 +144,18 @@ def test_resume_after_killed_run_matches_uninterrupted(micro_init, tmp_path):
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6)
 
 
+def test_output_dir_of_another_run_is_not_resumed(micro_init, tmp_path):
+    """Checkpoints left by a run from another model are refused (resuming them would train the wrong weights)."""
+    out = tmp_path / "out"
+    assert sft.main(sft_args(micro_init, out, "--max_steps", "2", "--save_steps", "2")) == 0
+    other = tmp_path / "other-init"
+    build_tiny_model(other, seed=1, **MICRO_CONFIG)
+    with pytest.raises(SystemExit, match="started from .*--resume_from_checkpoint false"):
+        sft.main(sft_args(other, out, "--max_steps", "3", "--save_steps", "3"))
+    assert sft.main(sft_args(other, out, "--max_steps", "3", "--save_steps", "3", "--resume_from_checkpoint", "false")) == 0
+    assert [e["step"] for e in log_history(out / "checkpoint-3") if "loss" in e] == [1, 2, 3]  # started over
+
+
 def test_lora_fine_tune_saves_merges_and_reloads(micro_init, tmp_path):
     out = tmp_path / "lora"
     args = sft_args(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -111,14 +112,32 @@ def peft_config(model_args: ModelConfig):
     return get_peft_config(model_args)
 
 
-def last_checkpoint(training_args) -> str | None:
-    """Resume point: an explicit resume_from_checkpoint path, else the newest checkpoint-* in output_dir."""
-    explicit = training_args.resume_from_checkpoint
+RUN_FILE = "falcon_h1r_run.json"  # in output_dir: which model the run there started from
+
+
+def last_checkpoint(training_args, model_name_or_path: str) -> str | None:
+    """Resume point: an explicit resume_from_checkpoint path, else the newest checkpoint-* in output_dir, but only
+    when that run started from the same model (resuming another run's checkpoint would silently train the wrong
+    weights); `--resume_from_checkpoint false` starts over."""
+    output_dir, explicit = Path(training_args.output_dir), training_args.resume_from_checkpoint
     if explicit and str(explicit).lower() not in ("true", "false"):
         return explicit
-    found = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    found = None
+    if str(explicit).lower() != "false" and output_dir.is_dir():
+        found = get_last_checkpoint(str(output_dir))
+    run_file = output_dir / RUN_FILE
+    if found and run_file.exists():
+        started_from = json.loads(run_file.read_text())["model_name_or_path"]
+        if started_from != model_name_or_path:
+            raise SystemExit(
+                f"{output_dir} holds checkpoints of a run that started from {started_from}, not "
+                f"{model_name_or_path}. Use another output_dir, or --resume_from_checkpoint false to start over there."
+            )
+    if int(os.environ.get("RANK", "0")) == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(json.dumps({"model_name_or_path": model_name_or_path}) + "\n")
     if found:
-        logger.info("resuming from %s", found)
+        print(f"resuming from {found}", flush=True)
     return found
 
 

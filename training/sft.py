@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     trainer = build_trainer(script_args, training_args, model_args)
     common.report_processes(trainer)
-    trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args))
+    trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args, model_args.model_name_or_path))
     common.save_final(trainer, trainer.processing_class, training_args.output_dir, script_args.merge_lora)
     trainer.accelerator.print(f"saved to {training_args.output_dir}")
     return 0
