@@ -152,7 +152,8 @@ def test_output_dir_of_another_run_is_not_resumed(micro_init, tmp_path):
     build_tiny_model(other, seed=1, **MICRO_CONFIG)
     with pytest.raises(SystemExit, match="started from .*--resume_from_checkpoint false"):
         sft.main(sft_args(other, out, "--max_steps", "3", "--save_steps", "3"))
-    assert sft.main(sft_args(other, out, "--max_steps", "3", "--save_steps", "3", "--resume_from_checkpoint", "false")) == 0
+    fresh = sft_args(other, out, "--max_steps", "3", "--save_steps", "3", "--resume_from_checkpoint", "false")
+    assert sft.main(fresh) == 0
     assert [e["step"] for e in log_history(out / "checkpoint-3") if "loss" in e] == [1, 2, 3]  # started over
 
 
