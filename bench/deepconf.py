@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", nargs="+", default=None, help="print the table of these --json files (shards) merged")
     args = p.parse_args(argv)
     if args.report:
-        runs = [json.load(open(path)) for path in args.report]
+        runs = [json.loads(Path(path).read_text()) for path in args.report]
         records = [r for run in runs for r in run["records"]]
         print(report(records, argparse.Namespace(**runs[0]["args"]), runs[0]["model"]))
         return 0

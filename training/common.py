@@ -159,6 +159,14 @@ def report_processes(trainer) -> None:
         )
 
 
+def train_and_save(trainer, training_args, model_name_or_path: str, merge_lora: bool) -> None:
+    """The part of a run shared by sft and grpo: report the processes, train (resuming when that is safe), save."""
+    report_processes(trainer)
+    trainer.train(resume_from_checkpoint=last_checkpoint(training_args, model_name_or_path))
+    save_final(trainer, trainer.processing_class, training_args.output_dir, merge_lora)
+    trainer.accelerator.print(f"saved to {training_args.output_dir}")
+
+
 def save_final(trainer, tokenizer, output_dir: str, merge_lora: bool) -> None:
     """Save the final model (remote code for Falcon models) + tokenizer; with PEFT, merge and save the full model."""
     model = trainer.model

@@ -68,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             "falcon-h1r grpo: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
         )
     trainer = build_trainer(script_args, training_args, model_args)
-    common.report_processes(trainer)
-    trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args, model_args.model_name_or_path))
-    common.save_final(trainer, trainer.processing_class, training_args.output_dir, script_args.merge_lora)
-    trainer.accelerator.print(f"saved to {training_args.output_dir}")
+    common.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
     if script_args.publish_repo_id and trainer.accelerator.is_main_process:
         publish(script_args, training_args.output_dir)
     return 0

@@ -54,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             "falcon-h1r sft: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
         )
     trainer = build_trainer(script_args, training_args, model_args)
-    common.report_processes(trainer)
-    trainer.train(resume_from_checkpoint=common.last_checkpoint(training_args, model_args.model_name_or_path))
-    common.save_final(trainer, trainer.processing_class, training_args.output_dir, script_args.merge_lora)
-    trainer.accelerator.print(f"saved to {training_args.output_dir}")
+    common.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
     return 0
 
 

@@ -687,10 +687,9 @@ def _seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int) -> torch.Ten
     return torch.bucketize(positions, cu_seqlens[1:].to(positions.dtype), right=True)[None].to(torch.int32)
 
 
-def build_masks(config, inputs_embeds, attention_mask, past_key_values, position_ids) -> tuple:
+def build_masks(config, inputs_embeds, attention_mask, past_key_values, position_ids, past_seen: int) -> tuple:
     """(attention mask for the attention branch, (b, l) padding mask for the Mamba branch or None)."""
     length = inputs_embeds.shape[1]
-    past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
     pad_mask = None
     if attention_mask is not None and attention_mask.dim() == 2 and length > 1:
         pad_mask = attention_mask[:, -length:]
@@ -776,7 +775,7 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
             causal_mask, pad_mask = attention_mask["full_attention"], attention_mask["linear_attention"]
         else:
             causal_mask, pad_mask = build_masks(
-                self.config, hidden_states, attention_mask, past_key_values, position_ids
+                self.config, hidden_states, attention_mask, past_key_values, position_ids, past_seen
             )
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
@@ -866,8 +865,9 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
     @staticmethod
     def create_masks_for_generate(config, inputs_embeds, attention_mask, past_key_values, position_ids=None, **_):
         """Used by generate() with a static cache: both masks, built ahead of the (compilable) forward."""
+        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
         causal_mask, pad_mask = build_masks(
-            config.get_text_config(), inputs_embeds, attention_mask, past_key_values, position_ids
+            config.get_text_config(), inputs_embeds, attention_mask, past_key_values, position_ids, past_seen
         )
         return {"full_attention": causal_mask, "linear_attention": pad_mask}
 
