@@ -43,12 +43,21 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | Non
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def compiled_decoding() -> dict:
+def compiled_decoding(device: str | torch.device = "cpu") -> dict:
     """`generate()` kwargs for a torch.compile'd decode step over a static (preallocated) cache, on any device.
 
     The first call pays the compile (tens of seconds); it pays off over long generations. transformers compiles
-    only on accelerators unless the config says otherwise, hence the flag.
+    only on accelerators unless the config says otherwise, hence the flag. On the CPU, where a small model's
+    step is mostly overhead, two inductor options matter (measured in bench/model_speed.py):
+    - decompose_mm_pass turns batch-1 matrix-vector products into fused multiply-sum loops that run on all
+      threads (MKL runs them on one here, at half the memory bandwidth);
+    - cpp_wrapper drives the step's kernels from generated C++ instead of Python.
     """
-    config = CompileConfig(mode="default")  # "reduce-overhead" means CUDA graphs, which a CPU does not have
+    if torch.device(device).type != "cpu":
+        config = CompileConfig(mode="default")  # "reduce-overhead" (CUDA graphs) is untested with the hybrid cache
+    else:  # torch.compile takes a mode or options, not both
+        config = CompileConfig(
+            mode=None, options={"post_grad_fusion_options": {"decompose_mm_pass": {}}, "cpp_wrapper": True}
+        )
     config._compile_all_devices = True
     return {"cache_implementation": "static", "compile_config": config}

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
             max_new_tokens=args.max_new_tokens,
             streamer=streamer,
             **sampling,
-            **(compiled_decoding() if args.compile else {}),
+            **(compiled_decoding(model.device) if args.compile else {}),
         )
     if args.no_stream:
         print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False))
