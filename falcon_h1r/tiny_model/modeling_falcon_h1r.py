@@ -243,7 +243,10 @@ class FalconH1RMLP(nn.Module):
         self.gate_multiplier, self.down_multiplier = config.mlp_multipliers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.up_proj(x) * F.silu(self.gate_proj(x) * self.gate_multiplier)) * self.down_multiplier
+        # in-place scaling of fresh projection outputs: autograd keeps a Linear's inputs, not its output, so this is
+        # safe in training and spares an allocation per multiplier
+        gate = F.silu(self.gate_proj(x).mul_(self.gate_multiplier))
+        return self.down_proj(self.up_proj(x) * gate).mul_(self.down_multiplier)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -482,7 +485,7 @@ class FalconH1RMixer(nn.Module):
         dtype = hidden_states.dtype
         if self.input_multiplier != 1.0:
             hidden_states = hidden_states * self.input_multiplier
-        zxbcdt = self.in_proj(hidden_states) * self.mup_vector
+        zxbcdt = self.in_proj(hidden_states).mul_(self.mup_vector)  # in place: see FalconH1RMLP
         if pad_mask is not None:  # after in_proj, so a projection bias at pad positions cannot leak
             zxbcdt = zxbcdt * pad_mask[..., None].to(dtype)
 
@@ -536,7 +539,7 @@ class FalconH1RMixer(nn.Module):
             dt = self._clamped_dt(dt)
             chunk = min(self.scan_chunk_size, length)  # a short prompt is one chunk, not padded to a full one
             y, final_state = ssd_chunk_scan(x, dt, A, B, C, chunk, ssm_state, seq_idx)
-            y = y + x.float() * self.D.float()[:, None]
+            y = torch.addcmul(y, x.float(), self.D.float()[:, None])
         if cache_params is not None:
             cache_params.update_recurrent_state(final_state, self.layer_idx)  # kept in float32 across decode steps
 
@@ -917,7 +920,7 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, keep, :]) * self.model.lm_head_multiplier
+        logits = self.lm_head(hidden_states[:, keep, :]).mul_(self.model.lm_head_multiplier)
 
         loss = None
         if labels is not None:
