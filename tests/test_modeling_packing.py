@@ -113,21 +113,3 @@ def test_cache_batch_select_keeps_conv_and_ssm_rows_aligned() -> None:
         stepped = model(next_token, past_key_values=cache, use_cache=True).logits
         direct = model(torch.cat([prompt[keep], next_token], 1)).logits[:, -1:]
     torch.testing.assert_close(stepped, direct, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("length", [1, 3, 37])
-def test_causal_conv_backward_is_the_true_gradient(length: int) -> None:
-    """The conv's hand-written backward, checked numerically in float64, packed rows and bias included; without
-    packing the forward equals a zero-padded depthwise F.conv1d."""
-    from falcon_h1r.modeling.modeling_falcon_h1r import causal_conv1d
-
-    gen = torch.Generator().manual_seed(length)
-    x = torch.randn(2, length, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    weight = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
-    bias = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
-    seq_idx = torch.tensor([[0] * 10 + [1] * 20 + [2] * 7, [0] * 37])[:, :length]
-    for packed in (None, seq_idx):
-        assert torch.autograd.gradcheck(lambda x, w, b: causal_conv1d(x, w, b, packed), (x, weight, bias))  # noqa: B023
-    assert torch.autograd.gradcheck(lambda x, w: causal_conv1d(x, w, None, seq_idx), (x, weight))
-    conv = torch.nn.functional.conv1d(x.transpose(1, 2), weight[:, None], bias, padding=3, groups=6)
-    assert torch.allclose(causal_conv1d(x, weight, bias, None), conv[..., :length].transpose(1, 2))

@@ -132,3 +132,36 @@ def test_bfloat16_forward_stays_close_to_float32() -> None:
         low = ours.to(torch.bfloat16)(input_ids).logits.float()
     assert low.dtype == torch.float32 and torch.isfinite(low).all()
     assert _rel(low, reference) < 0.05  # bf16 has ~3 significant digits
+
+
+def test_long_padded_batch_trains_like_in_tree() -> None:
+    """300 tokens (three attention row blocks, the last partial) with a left-padded row: loss and gradients."""
+    ours, ref = model_pair(tiny_fields(), seed=6)
+    ours.train(), ref.train()
+    input_ids = torch.randint(1, 97, (2, 300), generator=torch.Generator().manual_seed(6))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, :37] = 0
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    out_ours = ours(input_ids, attention_mask=attention_mask, labels=labels)
+    out_ref = ref(input_ids, attention_mask=attention_mask, labels=labels)
+    real = attention_mask.bool()
+    assert _rel(out_ours.logits[real], out_ref.logits[real]) < 1e-5
+    assert abs(out_ours.loss.item() - out_ref.loss.item()) < 1e-5 * out_ref.loss.item()
+    out_ours.loss.backward()
+    out_ref.loss.backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, param in ours.named_parameters():
+        assert _rel(param.grad, ref_grads[name].grad) < 1e-4, name
+
+
+def test_bfloat16_training_step_is_finite_and_close_to_float32() -> None:
+    ours, _ = model_pair(tiny_fields(), seed=8)
+    ours.train()
+    input_ids = torch.randint(1, 97, (2, 150), generator=torch.Generator().manual_seed(8))
+    ours(input_ids, labels=input_ids).loss.backward()
+    reference = {name: param.grad.clone() for name, param in ours.named_parameters()}
+    ours.zero_grad()
+    ours.to(torch.bfloat16)(input_ids, labels=input_ids).loss.backward()
+    for name, param in ours.named_parameters():
+        assert torch.isfinite(param.grad).all(), name
+        assert _rel(param.grad.float(), reference[name]) < 0.1, name

@@ -78,6 +78,39 @@ class FalconH1RHybridCache(DynamicCache):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 -> float32; float32 and float64 stay as they are."""
+    return t.float() if t.element_size() < 4 else t
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """RMSNorm over the last dim (at least float32 inside), times `weight` shaped like x's trailing dims.
+
+    Hand-differentiated: autograd through the composite RMSNorm runs ~12 elementwise passes in the backward
+    (pow, mean, rsqrt and their gradients; ~3.5 ms for a 4x512x256 norm here, the forward takes 0.3 ms);
+    this backward runs six and keeps only x and the per-row inverse RMS.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        x_up = _upcast(x)
+        inv_rms = torch.linalg.vector_norm(x_up, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, inv_rms)
+        return (x_up * inv_rms).mul_(_upcast(weight)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        # n = x * inv_rms;  dx = inv_rms * (dn - n * mean(dn * n)) with dn = grad * weight;  dweight = sum(grad * n)
+        x, weight, inv_rms = ctx.saved_tensors
+        grad = _upcast(grad)
+        normed = _upcast(x) * inv_rms
+        grad_normed = grad * _upcast(weight)
+        grad_weight = (grad * normed).sum(tuple(range(x.dim() - weight.dim())))
+        dot = (grad_normed * normed).mean(-1, keepdim=True)
+        grad_x = grad_normed.sub_(normed.mul_(dot)).mul_(inv_rms)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
+
+
 class FalconH1RRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -85,7 +118,9 @@ class FalconH1RRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
+        if not torch.is_grad_enabled():  # one fused op: inference and decoding are dispatch-bound
+            return F.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
+        return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
 
 
 class FalconH1RRMSNormGated(nn.Module):
@@ -103,12 +138,9 @@ class FalconH1RRMSNormGated(nn.Module):
         hidden_states, gate = hidden_states.float(), F.silu(gate.float())
         if not self.norm_before_gate:
             hidden_states = hidden_states * gate
-        if self.n_groups == 1:
-            hidden_states = F.rms_norm(hidden_states, self.weight.shape, self.weight.float(), self.variance_epsilon)
-        else:
-            grouped = hidden_states.unflatten(-1, (self.n_groups, -1))
-            grouped = F.rms_norm(grouped, grouped.shape[-1:], eps=self.variance_epsilon)
-            hidden_states = grouped.flatten(-2) * self.weight.float()
+        grouped = hidden_states.unflatten(-1, (self.n_groups, -1))  # each group normalised on its own
+        weight = self.weight.float().view(self.n_groups, -1)
+        hidden_states = RMSNormFunction.apply(grouped, weight, self.variance_epsilon).flatten(-2)
         if self.norm_before_gate:
             hidden_states = hidden_states * gate
         return hidden_states.to(input_dtype)
@@ -184,6 +216,115 @@ def single_query_attention(query, key, value, attention_mask, scaling: float) ->
     return (weights @ value).reshape(b, 1, heads, d)
 
 
+# The CPU flash-attention kernel takes keys in blocks of 512 and computes a block whole even where the causal mask
+# hides it, so up to ~1k tokens a causal call costs the full square. Query rows [i, i + 128) only see keys [0, i + 128):
+# cutting the rows into such blocks skips the hidden part (4x512 tokens: 54 vs 71 ms forward+backward per layer).
+ROW_BLOCK, MAX_ROW_BLOCKED_LENGTH = 128, 1024
+
+
+def row_blocked_causal_attention(query, key, value, attention_mask, scaling: float, dropout: float = 0.0):
+    """Causal SDPA over blocks of query rows, each against the keys it can see; the same result as one call.
+
+    query: (b, heads, l, d); key, value: (b, kv_heads, l, d) for the same l positions (no cache prefix);
+    attention_mask: None (plain causal) or a causal boolean mask broadcastable to (b, heads, l, l), True = attend.
+    Returns (b, l, heads, d), contiguous, like the attention interfaces.
+    """
+    length = query.shape[2]
+    if attention_mask is None:
+        attention_mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    blocks = []
+    for start in range(0, length, ROW_BLOCK):
+        end = min(start + ROW_BLOCK, length)
+        block = F.scaled_dot_product_attention(
+            query[:, :, start:end],
+            key[:, :, :end],
+            value[:, :, :end],
+            attn_mask=attention_mask[..., start:end, :end],
+            dropout_p=dropout,
+            scale=scaling,
+            enable_gqa=True,
+        )
+        blocks.append(block.transpose(1, 2))
+    return torch.cat(blocks, dim=1)
+
+
+class RowBlockedAttentionFunction(torch.autograd.Function):
+    """Causal attention for CPU training: the row blocks above, with an explicit softmax whose probabilities are
+    kept for the backward, which is then four matmuls per block instead of the flash kernel's recomputation
+    (4x512 tokens: ~40 vs 54 ms forward+backward per layer, for ~10 MB more activations per layer).
+
+    The query heads that share a KV head are stacked as rows, so K/V are never repeated. Everything runs in at
+    least float32. query: (b, heads, l, d); key, value: (b, kv_heads, l, d); bias: additive, (l, l) or
+    (b, 1, l, l), with the dtype's finite minimum where masked (from `causal_bias`).
+    Returns (b, l, heads, d), contiguous.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, scaling: float):
+        b, heads, length, d = query.shape
+        kv = key.shape[1]
+        group = heads // kv
+        # (b * kv, l * group, d): row (t, j) is position t of the j-th query head of its group
+        q_rows = _upcast(query).view(b, kv, group, length, d).permute(0, 1, 3, 2, 4).reshape(b * kv, -1, d)
+        k, v = (_upcast(t).reshape(b * kv, length, d) for t in (key, value))
+        out, probs = [], []
+        for start in range(0, length, ROW_BLOCK):
+            end = min(start + ROW_BLOCK, length)
+            block_bias = bias[..., start:end, :end].repeat_interleave(group, dim=-2)  # (..., rows * group, end)
+            if block_bias.dim() == 4:  # per-row padding mask: (b, 1, ., .) -> (b * kv, ., .)
+                block_bias = block_bias.expand(b, kv, -1, -1).reshape(b * kv, -1, end)
+            scores = torch.baddbmm(block_bias, q_rows[:, start * group : end * group], k[:, :end].mT, alpha=scaling)
+            probs.append(scores.softmax(-1))
+            if block_bias.dim() == 3:  # rows with every key masked (left padding) give 0 and no gradient, as SDPA does
+                probs[-1].masked_fill_(block_bias.amax(-1, keepdim=True) == torch.finfo(bias.dtype).min, 0.0)
+            out.append(probs[-1] @ v[:, :end])
+        ctx.save_for_backward(q_rows, k, v, *probs)
+        ctx.scaling, ctx.shapes = scaling, (query, key)
+        out = torch.cat(out, dim=1).view(b, kv, length, group, d).transpose(1, 2)
+        return out.reshape(b, length, heads, d).to(query.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q_rows, k, v, *probs = ctx.saved_tensors
+        query, key = ctx.shapes
+        b, heads, length, d = query.shape
+        kv = key.shape[1]
+        group = heads // kv
+        grad_rows = _upcast(grad_out).view(b, length, kv, group, d).transpose(1, 2).reshape(b * kv, -1, d)
+        grad_q, grad_k, grad_v = [], torch.zeros_like(k), torch.zeros_like(v)
+        for block, start in enumerate(range(0, length, ROW_BLOCK)):
+            end = min(start + ROW_BLOCK, length)
+            rows, p = slice(start * group, end * group), probs[block]
+            grad_v[:, :end].baddbmm_(p.mT, grad_rows[:, rows])
+            grad_p = grad_rows[:, rows] @ v[:, :end].mT
+            grad_scores = grad_p.sub_((grad_p * p).sum(-1, keepdim=True)).mul_(p)  # softmax backward
+            grad_q.append((grad_scores @ k[:, :end]).mul_(ctx.scaling))
+            grad_k[:, :end].baddbmm_(grad_scores.mT, q_rows[:, rows], alpha=ctx.scaling)
+        grad_q = torch.cat(grad_q, dim=1).view(b, kv, length, group, d).transpose(2, 3).reshape(b, heads, length, d)
+        return (
+            grad_q.to(query.dtype),
+            grad_k.view(key.shape).to(key.dtype),
+            grad_v.view(key.shape).to(key.dtype),
+            None,
+            None,
+        )
+
+
+def causal_bias(attention_mask: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
+    """Additive mask for RowBlockedAttentionFunction from None (plain causal) or a boolean mask (True = attend)."""
+    keep = attention_mask if attention_mask is not None else torch.ones(length, length, dtype=torch.bool).tril()
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    keep = keep.to(like.device)
+    return torch.zeros(keep.shape, dtype=dtype, device=like.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
+def _is_causal_bool_mask(mask: torch.Tensor | None) -> bool:
+    """True for None or a boolean mask that attends to no later position (what `create_causal_mask` builds)."""
+    if mask is None:
+        return True
+    return mask.dtype == torch.bool and not bool(mask[..., -mask.shape[-2] :].triu(1).any())
+
+
 class FalconH1RAttention(nn.Module):
     """Grouped-query attention with RoPE; keys are scaled by `key_multiplier` before RoPE (muP)."""
 
@@ -215,6 +356,20 @@ class FalconH1RAttention(nn.Module):
             key, value = past_key_values.update(key, value, self.layer_idx)
         if query.shape[2] == 1 and self.config._attn_implementation == "sdpa" and not self.training:  # decoding
             attn_output = single_query_attention(query, key, value, attention_mask, self.scaling)
+            return self.o_proj(attn_output.reshape(*input_shape, -1)), None
+        length = query.shape[2]
+        if (
+            self.config._attn_implementation == "sdpa"
+            and query.device.type == "cpu"
+            and 1 < length == key.shape[2] <= MAX_ROW_BLOCKED_LENGTH
+            and _is_causal_bool_mask(attention_mask)
+        ):
+            dropout = self.attention_dropout if self.training else 0.0
+            if torch.is_grad_enabled() and query.requires_grad and dropout == 0.0:
+                bias = causal_bias(attention_mask, length, query)
+                attn_output = RowBlockedAttentionFunction.apply(query, key, value, bias, self.scaling)
+            else:
+                attn_output = row_blocked_causal_attention(query, key, value, attention_mask, self.scaling, dropout)
             return self.o_proj(attn_output.reshape(*input_shape, -1)), None
         attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -317,6 +472,38 @@ def segment_sum(x: torch.Tensor) -> torch.Tensor:
     return segsum.masked_fill(~causal, -torch.inf)
 
 
+class ChunkDiagonalScan(torch.autograd.Function):
+    """The within-chunk part of the SSD scan, y = (scores * exp(cs_l - cs_s)) @ x_dt, hand-differentiated.
+
+    scores: (b, g, c, l, s) = C_l . B_s, causal-masked, shared by the r heads of a group
+    cs: (b, g, r, c, l) cumulative dt * A inside each chunk;   x_dt: (b, g, r, c, s, p)   ->   y: (b, g, r, c, l, p)
+    The decay exponent is clamped to [-80, 0]: exp stays off its slow underflow path (~8x slower here), e^-80 stands
+    in for smaller factors, and above the diagonal the decay is 1 where the scores are 0. Autograd through the
+    broadcasts, clamp and exp runs ~12 passes over the r-times-larger decay tensor in the backward; this runs four.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, cs: torch.Tensor, x_dt: torch.Tensor) -> torch.Tensor:
+        decay = (cs[..., :, None] - cs[..., None, :]).clamp_(-80.0, 0.0).exp_()  # (b, g, r, c, l, s)
+        if not any(ctx.needs_input_grad):
+            return decay.mul_(scores[:, :, None]) @ x_dt
+        weights = decay * scores[:, :, None]
+        ctx.save_for_backward(scores, x_dt, decay, weights)
+        return weights @ x_dt
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        # with W = scores * decay: dscores = sum_r dW * decay;  dcs_l = sum_s dW * W - sum_s' dW * W (as the source)
+        scores, x_dt, decay, weights = ctx.saved_tensors
+        grad_y = grad_y.contiguous()  # once, not once per matmul
+        grad_x_dt = weights.transpose(-1, -2) @ grad_y
+        grad_weights = (grad_y @ x_dt.transpose(-1, -2)).mul_(decay)
+        grad_scores = grad_weights.sum(2)
+        grad_weights.mul_(scores[:, :, None])  # now dW * W
+        grad_cs = grad_weights.sum(-1) - grad_weights.sum(-2)
+        return grad_scores, grad_cs, grad_x_dt
+
+
 def ssd_chunk_scan(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -365,19 +552,18 @@ def ssd_chunk_scan(
 
     # 1. within each chunk (diagonal blocks): y_l = sum_{s <= l} (C_l . B_s) exp(dA_{s+1} + ... + dA_l) (dt x)_s
     # The causal (and packed-sequence) mask goes on the scores, which the r heads of a group share, not on the
-    # r times larger decay. Clamping the exponent at -80 keeps exp off its slow underflow path (~8x slower here);
-    # e^-80 ~ 2e-35 then stands in for even smaller factors. Above the diagonal the clamp gives 1; the scores are 0.
-    decay = torch.exp((dA_cumsum[..., :, None] - dA_cumsum[..., None, :]).clamp(-80.0, 0.0))  # (b, g, r, c, l, s)
+    # r times larger decay.
     scores = (C @ B.transpose(-1, -2)).masked_fill(~torch.ones(q, q, dtype=torch.bool, device=x.device).tril(), 0)
     if seq_idx is not None:
         scores = scores * (seq[..., :, None] == seq[..., None, :])[:, :, 0]
-    y = (scores[:, :, None] * decay) @ x_dt  # (b, g, r, c, l, p); scores: (b, g, c, l, s)
+    y = ChunkDiagonalScan.apply(scores, dA_cumsum, x_dt)  # (b, g, r, c, l, p); scores: (b, g, c, l, s)
 
     # 2. each chunk's own contribution to the state at its end: S = sum_s exp(dA_{s+1} + ... + dA_end) (dt x)_s B_s^T
     decay_to_end = torch.exp(dA_cumsum[..., -1:] - dA_cumsum)  # (b, g, r, c, s)
     if seq_idx is not None:
         decay_to_end = decay_to_end * (seq == seq[..., -1:])
-    chunk_states = (x_dt * decay_to_end[..., None]).transpose(-1, -2) @ B[:, :, None]  # (b, g, r, c, p, n)
+    # the decay rides on B (materialised per head either way): x_dt is read in place, B is not expanded and copied
+    chunk_states = x_dt.transpose(-1, -2) @ (decay_to_end[..., None] * B[:, :, None])  # (b, g, r, c, p, n)
 
     # 3. pass states across chunks: the state entering chunk z is the decayed sum of all earlier chunk states
     if initial_state is None:
@@ -395,7 +581,7 @@ def ssd_chunk_scan(
     if seq_idx is not None:
         decay_from_start = decay_from_start * (seq == state_owner[..., :-1, None])
     C_decayed = decay_from_start[..., None] * C[:, :, None]  # (b, g, r, c, l, n); the decay rides on C, not on y
-    y = torch.baddbmm(y.flatten(0, 3), C_decayed.flatten(0, 3), entering.flatten(0, 3).transpose(-1, -2))
+    y = y.flatten(0, 3).baddbmm_(C_decayed.flatten(0, 3), entering.flatten(0, 3).transpose(-1, -2))  # y is fresh
 
     y = y.view(b, g, r, c, q, p).permute(0, 3, 4, 1, 2, 5).reshape(b, c * q, h, p)[:, :length]
     return y, final_state.reshape(b, h, p, n)
@@ -409,6 +595,29 @@ def ssd_chunk_scan(
 # The pure-PyTorch scan's result does not depend on its chunk size; on CPU, 64 beats the configured 256 by ~25%
 # (less exp/mask work inside chunks, the same state passing between them).
 SCAN_CHUNK_SIZE = 64
+
+
+class ScaledSplit(torch.autograd.Function):
+    """(x * scale).split(sizes, -1) for a per-channel scale; the backward writes grad * scale of every piece straight
+    into one buffer (autograd would allocate the scaled gradient and a concatenation of the pieces besides)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(scale)
+        ctx.sizes = sizes
+        return tuple((x * scale).split(sizes, dim=-1))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        (scale,) = ctx.saved_tensors
+        like = next(grad for grad in grads if grad is not None)
+        grad_x = like.new_empty(*like.shape[:-1], scale.shape[0])
+        for grad, grad_piece, scale_piece in zip(grads, grad_x.split(ctx.sizes, -1), scale.split(ctx.sizes)):
+            if grad is None:
+                grad_piece.zero_()
+            else:
+                torch.mul(grad, scale_piece, out=grad_piece)
+        return grad_x, None, None
 
 
 def compute_mup_vector(config: FalconH1RConfig) -> torch.Tensor:
@@ -485,15 +694,19 @@ class FalconH1RMixer(nn.Module):
         dtype = hidden_states.dtype
         if self.input_multiplier != 1.0:
             hidden_states = hidden_states * self.input_multiplier
-        zxbcdt = self.in_proj(hidden_states).mul_(self.mup_vector)  # in place: see FalconH1RMLP
+        zxbcdt = self.in_proj(hidden_states)
         if pad_mask is not None:  # after in_proj, so a projection bias at pad positions cannot leak
             zxbcdt = zxbcdt * pad_mask[..., None].to(dtype)
 
         kernels = mamba_kernels_for(hidden_states)
         if kernels is not None and self.training and cache_params is None and pad_mask is None:
-            return self._fused_training_forward(kernels, zxbcdt, seq_idx)
+            return self._fused_training_forward(kernels, zxbcdt.mul_(self.mup_vector), seq_idx)
 
-        z, xBC, dt = zxbcdt.split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
+        sizes = [self.intermediate_size, self.conv_dim, self.num_heads]
+        if torch.is_grad_enabled():
+            z, xBC, dt = ScaledSplit.apply(zxbcdt, self.mup_vector, sizes)
+        else:  # in place: zxbcdt is a fresh output
+            z, xBC, dt = zxbcdt.mul_(self.mup_vector).split(sizes, dim=-1)
         conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
         ssm_state = cache_params.get_recurrent_state(self.layer_idx) if cache_params is not None else None
         if length == 1 and conv_state is not None and ssm_state is not None:
@@ -634,8 +847,9 @@ class FalconH1RDecoderLayer(GradientCheckpointingLayer):
         residual = hidden_states
         hidden_states = self.input_layernorm(hidden_states)
         mamba_out = self.mamba(hidden_states, cache_params=past_key_values, pad_mask=pad_mask, seq_idx=seq_idx)
+        attn_in = hidden_states if self.attention_in_multiplier == 1.0 else hidden_states * self.attention_in_multiplier
         attn_out, attn_weights = self.self_attn(
-            hidden_states * self.attention_in_multiplier,
+            attn_in,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
