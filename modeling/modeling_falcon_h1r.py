@@ -88,7 +88,7 @@ class RMSNormFunction(torch.autograd.Function):
 
     Hand-differentiated: autograd through the composite RMSNorm runs ~12 elementwise passes in the backward
     (pow, mean, rsqrt and their gradients; ~3.5 ms for a 4x512x256 norm here, the forward takes 0.3 ms);
-    this backward runs six and keeps only x and the per-row inverse RMS.
+    this backward runs about half as many and keeps only x and the per-row inverse RMS.
     """
 
     @staticmethod
@@ -251,7 +251,7 @@ def row_blocked_causal_attention(query, key, value, attention_mask, scaling: flo
 class RowBlockedAttentionFunction(torch.autograd.Function):
     """Causal attention for CPU training: the row blocks above, with an explicit softmax whose probabilities are
     kept for the backward, which is then four matmuls per block instead of the flash kernel's recomputation
-    (4x512 tokens: ~40 vs 54 ms forward+backward per layer, for ~10 MB more activations per layer).
+    (4x512 tokens: ~46 vs ~54 ms forward+backward per layer here, for ~10 MB more activations per layer).
 
     The query heads that share a KV head are stacked as rows, so K/V are never repeated. Everything runs in at
     least float32. query: (b, heads, l, d); key, value: (b, kv_heads, l, d); bias: additive, (l, l) or
@@ -279,18 +279,16 @@ class RowBlockedAttentionFunction(torch.autograd.Function):
                 probs[-1].masked_fill_(block_bias.amax(-1, keepdim=True) == torch.finfo(bias.dtype).min, 0.0)
             out.append(probs[-1] @ v[:, :end])
         ctx.save_for_backward(q_rows, k, v, *probs)
-        ctx.scaling, ctx.shapes = scaling, (query, key)
+        ctx.scaling, ctx.shapes, ctx.dtypes = scaling, (query.shape, key.shape), (query.dtype, key.dtype)
         out = torch.cat(out, dim=1).view(b, kv, length, group, d).transpose(1, 2)
         return out.reshape(b, length, heads, d).to(query.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         q_rows, k, v, *probs = ctx.saved_tensors
-        query, key = ctx.shapes
-        b, heads, length, d = query.shape
-        kv = key.shape[1]
-        group = heads // kv
-        grad_rows = _upcast(grad_out).view(b, length, kv, group, d).transpose(1, 2).reshape(b * kv, -1, d)
+        (b, heads, length, d), key_shape = ctx.shapes
+        group = heads // key_shape[1]
+        grad_rows = _upcast(grad_out).view(b, length, -1, group, d).transpose(1, 2).reshape(k.shape[0], -1, d)
         grad_q, grad_k, grad_v = [], torch.zeros_like(k), torch.zeros_like(v)
         for block, start in enumerate(range(0, length, ROW_BLOCK)):
             end = min(start + ROW_BLOCK, length)
@@ -300,14 +298,10 @@ class RowBlockedAttentionFunction(torch.autograd.Function):
             grad_scores = grad_p.sub_((grad_p * p).sum(-1, keepdim=True)).mul_(p)  # softmax backward
             grad_q.append((grad_scores @ k[:, :end]).mul_(ctx.scaling))
             grad_k[:, :end].baddbmm_(grad_scores.mT, q_rows[:, rows], alpha=ctx.scaling)
-        grad_q = torch.cat(grad_q, dim=1).view(b, kv, length, group, d).transpose(2, 3).reshape(b, heads, length, d)
-        return (
-            grad_q.to(query.dtype),
-            grad_k.view(key.shape).to(key.dtype),
-            grad_v.view(key.shape).to(key.dtype),
-            None,
-            None,
-        )
+        grad_q = torch.cat(grad_q, dim=1).view(b, -1, length, group, d).transpose(2, 3).reshape(b, heads, length, d)
+        query_dtype, key_dtype = ctx.dtypes
+        grad_k, grad_v = (grad.view(key_shape).to(key_dtype) for grad in (grad_k, grad_v))
+        return grad_q.to(query_dtype), grad_k, grad_v, None, None
 
 
 def causal_bias(attention_mask: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
@@ -479,7 +473,7 @@ class ChunkDiagonalScan(torch.autograd.Function):
     cs: (b, g, r, c, l) cumulative dt * A inside each chunk;   x_dt: (b, g, r, c, s, p)   ->   y: (b, g, r, c, l, p)
     The decay exponent is clamped to [-80, 0]: exp stays off its slow underflow path (~8x slower here), e^-80 stands
     in for smaller factors, and above the diagonal the decay is 1 where the scores are 0. Autograd through the
-    broadcasts, clamp and exp runs ~12 passes over the r-times-larger decay tensor in the backward; this runs four.
+    broadcasts, clamp and exp runs ~12 passes over the r-times-larger decay tensor in the backward; this runs five.
     """
 
     @staticmethod
