@@ -100,6 +100,8 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
 
         result["times"] = timed(step, repeats)
         result["tokens"] = batch * length
+        if task.startswith("prefill"):
+            result["attention_s"] = attention_seconds(step)
         if task == "forward":
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -127,6 +129,15 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
         result["tokens"] = batch * 256
     result["peak_mb"] = rss_mb("VmHWM") - base_rss  # peak above the loaded model
     return result
+
+
+def attention_seconds(step) -> float:
+    """Seconds one call spends inside SDPA's kernels (both engines' attention on the CPU), from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if "scaled_dot_product" in e.key) / 1e6
 
 
 def matmul_peak_gflops(repeats: int = 5) -> float:
@@ -232,7 +243,22 @@ def main() -> None:
             f"| {task} | {t_ref:.3f} | {t_ours:.3f} | {t_ref / t_ours:.2f}x | {ref['tokens'] / t_ref:,.0f} | "
             f"{ours['tokens'] / t_ours:,.0f} | {ref['peak_mb']:.0f} | {ours['peak_mb']:.0f} | {note} |"
         )
+    print_prefill_scaling({task: results for task, results, _ in rows if task.startswith("prefill")})
     print_targets({task: results for task, results, _ in rows})
+
+
+def print_prefill_scaling(results: dict) -> None:
+    """Prefill is linear in length apart from attention: the time outside SDPA per token should stay flat."""
+    print("\nprefill scaling (the rest = median time minus the SDPA kernels' time in one profiled call):")
+    print("| tokens | in-tree attention s | in-tree rest ms/token | ours attention s | ours rest ms/token |")
+    print("|---|---|---|---|---|")
+    for task, by_engine in results.items():
+        cells = []
+        for engine in ENGINES:
+            result = by_engine[engine]
+            rest = statistics.median(result["times"]) - result["attention_s"]
+            cells += [f"{result['attention_s']:.3f}", f"{1e3 * rest / result['tokens']:.3f}"]
+        print(f"| {task.split('-')[1]} | " + " | ".join(cells) + " |")
 
 
 def print_targets(results: dict) -> None:
