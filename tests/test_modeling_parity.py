@@ -135,7 +135,7 @@ def test_bfloat16_forward_stays_close_to_float32() -> None:
 
 
 def test_long_padded_batch_trains_like_in_tree() -> None:
-    """300 tokens (three attention row blocks, the last partial) with a left-padded row: loss and gradients."""
+    """300 tokens (five attention row blocks of 64, the last partial) with a left-padded row: loss and gradients."""
     ours, ref = model_pair(tiny_fields(), seed=6)
     ours.train(), ref.train()
     input_ids = torch.randint(1, 97, (2, 300), generator=torch.Generator().manual_seed(6))
