@@ -222,6 +222,18 @@ def single_query_attention(query, key, value, attention_mask, scaling: float) ->
 ROW_BLOCK, MAX_ROW_BLOCKED_LENGTH = 64, 1024
 
 
+def _row_blocks(length: int) -> list[tuple[int, int]]:
+    """(start, end) of each block of query rows."""
+    return [(start, min(start + ROW_BLOCK, length)) for start in range(0, length, ROW_BLOCK)]
+
+
+def _causal_keep(attention_mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
+    """The boolean mask to attend with (True = attend): the one given, or plain causal for None."""
+    if attention_mask is not None:
+        return attention_mask
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
 def row_blocked_causal_attention(query, key, value, attention_mask, scaling: float, dropout: float = 0.0):
     """Causal SDPA over blocks of query rows, each against the keys it can see; the same result as one call.
 
@@ -230,11 +242,9 @@ def row_blocked_causal_attention(query, key, value, attention_mask, scaling: flo
     Returns (b, l, heads, d), contiguous, like the attention interfaces.
     """
     length = query.shape[2]
-    if attention_mask is None:
-        attention_mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    attention_mask = _causal_keep(attention_mask, length, query.device)
     blocks = []
-    for start in range(0, length, ROW_BLOCK):
-        end = min(start + ROW_BLOCK, length)
+    for start, end in _row_blocks(length):
         block = F.scaled_dot_product_attention(
             query[:, :, start:end],
             key[:, :, :end],
@@ -268,15 +278,15 @@ class RowBlockedAttentionFunction(torch.autograd.Function):
         # (b * kv, l * group, d): row (t, j) is position t of the j-th query head of its group
         q_rows = _upcast(query).view(b, kv, group, length, d).permute(0, 1, 3, 2, 4).reshape(b * kv, -1, d)
         k, v = (_upcast(t).reshape(b * kv, length, d) for t in (key, value))
+        padded = bias.dim() == 4  # a per-row padding mask (b, 1, l, l), not the shared causal (l, l)
         out, probs = [], []
-        for start in range(0, length, ROW_BLOCK):
-            end = min(start + ROW_BLOCK, length)
+        for start, end in _row_blocks(length):
             block_bias = bias[..., start:end, :end].repeat_interleave(group, dim=-2)  # (..., rows * group, end)
-            if block_bias.dim() == 4:  # per-row padding mask: (b, 1, ., .) -> (b * kv, ., .)
+            if padded:  # (b, 1, ., .) -> (b * kv, ., .)
                 block_bias = block_bias.expand(b, kv, -1, -1).reshape(b * kv, -1, end)
             scores = torch.baddbmm(block_bias, q_rows[:, start * group : end * group], k[:, :end].mT, alpha=scaling)
             probs.append(scores.softmax(-1))
-            if block_bias.dim() == 3:  # rows with every key masked (left padding) give 0 and no gradient, as SDPA does
+            if padded:  # rows with every key masked (left padding) give 0 and no gradient, as SDPA does
                 probs[-1].masked_fill_(block_bias.amax(-1, keepdim=True) == torch.finfo(bias.dtype).min, 0.0)
             out.append(probs[-1] @ v[:, :end])
         out = torch.cat(out, dim=1)  # (b * kv, l * group, d)
@@ -293,9 +303,8 @@ class RowBlockedAttentionFunction(torch.autograd.Function):
         # softmax backward: dscores = p * (dp - sum_j dp_j p_j), and sum_j dp_j p_j = dout . out (a row of d, not l)
         row_dot = (grad_rows * out).sum(-1, keepdim=True)
         grad_q, grad_k, grad_v = [], torch.zeros_like(k), torch.zeros_like(v)
-        for block, start in enumerate(range(0, length, ROW_BLOCK)):
-            end = min(start + ROW_BLOCK, length)
-            rows, p = slice(start * group, end * group), probs[block]
+        for (start, end), p in zip(_row_blocks(length), probs):
+            rows = slice(start * group, end * group)
             grad_v[:, :end].baddbmm_(p.mT, grad_rows[:, rows])
             grad_p = grad_rows[:, rows] @ v[:, :end].mT
             grad_scores = grad_p.sub_(row_dot[:, rows]).mul_(p)
@@ -309,9 +318,8 @@ class RowBlockedAttentionFunction(torch.autograd.Function):
 
 def causal_bias(attention_mask: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
     """Additive mask for RowBlockedAttentionFunction from None (plain causal) or a boolean mask (True = attend)."""
-    keep = attention_mask if attention_mask is not None else torch.ones(length, length, dtype=torch.bool).tril()
+    keep = _causal_keep(attention_mask, length, like.device)
     dtype = torch.promote_types(like.dtype, torch.float32)
-    keep = keep.to(like.device)
     return torch.zeros(keep.shape, dtype=dtype, device=like.device).masked_fill_(~keep, torch.finfo(dtype).min)
 
 

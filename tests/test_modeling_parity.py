@@ -17,6 +17,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
+def _assert_trains_like_in_tree(ours, ref, inputs: dict, real=...) -> None:
+    """Logits (at the `real` positions), loss and every parameter's gradient agree with the in-tree model."""
+    out_ours, out_ref = ours(**inputs), ref(**inputs)
+    assert _rel(out_ours.logits[real], out_ref.logits[real]) < 1e-5
+    assert abs(out_ours.loss.item() - out_ref.loss.item()) < 1e-5 * out_ref.loss.item()
+    out_ours.loss.backward()
+    out_ref.loss.backward()
+    ref_grads = dict(ref.named_parameters())
+    for name, param in ours.named_parameters():
+        assert _rel(param.grad, ref_grads[name].grad) < 1e-4, name
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_logits_loss_and_gradients_match_in_tree(seed: int) -> None:
     fields = random_fields(seed)
@@ -24,15 +36,7 @@ def test_logits_loss_and_gradients_match_in_tree(seed: int) -> None:
     ours.train(), ref.train()
     length = 3 * fields["mamba_chunk_size"] + 5  # several chunks plus a partial one
     input_ids = torch.randint(1, fields["vocab_size"], (2, length), generator=torch.Generator().manual_seed(seed))
-    out_ours = ours(input_ids, labels=input_ids)
-    out_ref = ref(input_ids, labels=input_ids)
-    assert _rel(out_ours.logits, out_ref.logits) < 1e-5
-    assert abs(out_ours.loss.item() - out_ref.loss.item()) < 1e-5 * out_ref.loss.item()
-    out_ours.loss.backward()
-    out_ref.loss.backward()
-    ref_grads = dict(ref.named_parameters())
-    for name, param in ours.named_parameters():
-        assert _rel(param.grad, ref_grads[name].grad) < 1e-4, name
+    _assert_trains_like_in_tree(ours, ref, dict(input_ids=input_ids, labels=input_ids))
 
 
 @pytest.mark.parametrize("seed", SEEDS[:4])
@@ -142,16 +146,8 @@ def test_long_padded_batch_trains_like_in_tree() -> None:
     attention_mask = torch.ones_like(input_ids)
     attention_mask[0, :37] = 0
     labels = input_ids.masked_fill(attention_mask == 0, -100)
-    out_ours = ours(input_ids, attention_mask=attention_mask, labels=labels)
-    out_ref = ref(input_ids, attention_mask=attention_mask, labels=labels)
-    real = attention_mask.bool()
-    assert _rel(out_ours.logits[real], out_ref.logits[real]) < 1e-5
-    assert abs(out_ours.loss.item() - out_ref.loss.item()) < 1e-5 * out_ref.loss.item()
-    out_ours.loss.backward()
-    out_ref.loss.backward()
-    ref_grads = dict(ref.named_parameters())
-    for name, param in ours.named_parameters():
-        assert _rel(param.grad, ref_grads[name].grad) < 1e-4, name
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    _assert_trains_like_in_tree(ours, ref, inputs, real=attention_mask.bool())
 
 
 def test_bfloat16_training_step_is_finite_and_close_to_float32() -> None:
