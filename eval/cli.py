@@ -128,7 +128,11 @@ def load_tasks(names: list[str], task_manager) -> tuple[dict, list]:
         for n in unknown:
             close = difflib.get_close_matches(n, task_manager.all_tasks, n=3)
             hints.append(f"{n!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        raise SystemExit(f"falcon-h1r eval: unknown task(s) {', '.join(hints)}; see `lm_eval ls tasks`")
+        from falcon_h1r import UsageError
+
+        raise UsageError(
+            f"unknown task(s) {', '.join(hints)}. Fix: name a task `lm-eval ls tasks` lists, or a task YAML file."
+        )
     loaded = task_manager.load(names)
     children = {c for kids in loaded.get("group_map", {}).values() for c in kids}
     tops = [g for name, g in loaded.get("groups", {}).items() if name not in children]
@@ -186,6 +190,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.samples is not None and args.samples < 1:
         raise SystemExit("falcon-h1r eval: --samples must be >= 1")
+    if args.limit is not None and args.limit <= 0:
+        raise SystemExit(f"falcon-h1r eval: --limit must be > 0 (N documents, or a fraction below 1), got {args.limit}")
     metadata = {}
     if args.metadata:
         try:

@@ -21,15 +21,35 @@ def tiny_model_path() -> Path:
     return Path(__file__).resolve().parent / "tiny_model"
 
 
+class UsageError(ValueError):
+    """Bad input from the command line or a recipe; the CLI prints its message (problem and fix) as one line."""
+
+
 def resolve_model(model: str | None) -> str:
-    """`--model` default: the embedded checkpoint when no model is named."""
-    return str(tiny_model_path()) if model is None else model
+    """`--model`: the embedded checkpoint when no model is named; a local folder must exist (anything that is not a
+    path, like ORG/NAME, is left to the Hub)."""
+    if model is None:
+        return str(tiny_model_path())
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(
+                f"--model {model}: the folder has no config.json. Fix: point at a folder written by save_pretrained."
+            )
+        return str(path)
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UsageError(
+            f"--model {model}: no such checkpoint folder. Fix: pass a folder written by save_pretrained, a Hub id "
+            "like ORG/NAME, or leave --model out for the embedded tiny model."
+        )
+    return model
 
 
 __all__ = [
     "FalconH1RConfig",
     "FalconH1RForCausalLM",
     "FalconH1RModel",
+    "UsageError",
     "resolve_model",
     "tiny_model_path",
     "__version__",

@@ -2,13 +2,16 @@
 
 The table maps a subcommand to `module:function`; the module is imported only when that subcommand
 runs, so `falcon-h1r --help` stays instant. Each function takes the remaining argv (list[str]) and
-returns an exit code; it builds its own parser with `prog="falcon-h1r <name>"`.
+returns an exit code; it builds its own parser with `prog="falcon-h1r <name>"`. Bad input (`ValueError`, whose
+messages name the problem and the fix, `UsageError` among them) and missing files or Hub repos (`OSError`) end in one
+line; FALCON_H1R_TRACEBACK=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -54,7 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = SUBCOMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except (ValueError, OSError) as err:  # bad input, or a missing file / Hub repo: one line, not a traceback
+        if os.environ.get("FALCON_H1R_TRACEBACK") == "1":
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, OSError):
+            message += " Fix: check the files, folders and Hub ids given (FALCON_H1R_TRACEBACK=1 shows the traceback)."
+        print(f"falcon-h1r {name}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def subcommand_parser(name: str, description: str) -> argparse.ArgumentParser:

@@ -27,9 +27,8 @@ def load_model_and_tokenizer(
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype!r} is not supported; choose one of auto, {', '.join(DTYPES)}.")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    loaded = FalconH1RForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
-    return loaded, tokenizer
+    loaded = FalconH1RForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()  # config errors first
+    return loaded, AutoTokenizer.from_pretrained(path)
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:

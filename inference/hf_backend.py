@@ -16,6 +16,7 @@ import torch
 
 from falcon_h1r.inference.confidence import TOP_K, ConfidenceTracker, token_confidences_from_logits
 from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, Trace
+from falcon_h1r.modeling import CACHE_NAME
 
 
 def sample_next(
@@ -171,7 +172,7 @@ class TransformersTraceGenerator:
             return []
         ids = torch.tensor([prompt_ids], device=self.device)
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = out[CACHE_NAME]
         # one prefill, expanded to n identical rows (index selection may repeat an index)
         cache.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
         logits = out.logits[:, -1].expand(n, -1)
@@ -212,7 +213,7 @@ class TransformersTraceGenerator:
                 cache.batch_select_indices(index)
                 nxt = nxt[index]
                 active = [active[r] for r in keep_rows]
-            out = self.model(input_ids=nxt[:, None], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = self.model(input_ids=nxt[:, None], use_cache=True, **{CACHE_NAME: cache})
+            cache = out[CACHE_NAME]
             logits = out.logits[:, -1]
         return traces

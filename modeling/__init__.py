@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .configuration_falcon_h1r import FalconH1RConfig
-from .modeling_falcon_h1r import FalconH1RForCausalLM, FalconH1RHybridCache, FalconH1RModel, FalconH1RPreTrainedModel
+from .modeling_falcon_h1r import (
+    CACHE_NAME,
+    FalconH1RForCausalLM,
+    FalconH1RHybridCache,
+    FalconH1RModel,
+    FalconH1RPreTrainedModel,
+)
 
 _HERE = Path(__file__).resolve().parent
 # The files a Hub folder needs for `trust_remote_code=True` (they import only torch, transformers and each other).
@@ -32,6 +38,7 @@ def register_auto_classes() -> None:
 
 __all__ = [
     "AUTO_MAP",
+    "CACHE_NAME",
     "REMOTE_CODE_FILES",
     "FalconH1RConfig",
     "FalconH1RForCausalLM",

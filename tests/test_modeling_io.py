@@ -91,10 +91,17 @@ def test_in_tree_checkpoint_loads_unchanged_and_saves_as_remote_code(native_chec
 def test_remote_code_loads_where_the_package_cannot_be_imported(tmp_path: Path) -> None:
     ours, _ = model_pair(tiny_fields(), seed=21)
     ours.save_pretrained(tmp_path / "hub")
-    input_ids = torch.randint(1, 97, (1, 12))
+    input_ids = torch.randint(1, 97, (2, 12))
+    mask = torch.ones_like(input_ids)
+    mask[1, :5] = 0  # a left-padded row: the masked paths run in the remote code too
     with torch.no_grad():
-        expected = ours(input_ids).logits
-    torch.save({"input_ids": input_ids, "logits": expected}, tmp_path / "expected.pt")
+        expected = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "logits": ours(input_ids).logits,
+            "greedy": ours.generate(input_ids, attention_mask=mask, max_new_tokens=6, do_sample=False),
+        }
+    torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
         import sys
@@ -112,7 +119,11 @@ def test_remote_code_loads_where_the_package_cannot_be_imported(tmp_path: Path) 
         with torch.no_grad():
             logits = model(expected["input_ids"]).logits
         torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-6)
-        print(model.generate(expected["input_ids"], max_new_tokens=4, do_sample=False).shape)
+        greedy = model.generate(
+            expected["input_ids"], attention_mask=expected["attention_mask"], max_new_tokens=6, do_sample=False
+        )
+        assert torch.equal(greedy, expected["greedy"]), (greedy, expected["greedy"])
+        print("same greedy tokens", tuple(greedy.shape))
         """
     )
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
@@ -120,7 +131,7 @@ def test_remote_code_loads_where_the_package_cannot_be_imported(tmp_path: Path) 
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "torch.Size([1, 16])" in result.stdout
+    assert "same greedy tokens (2, 18)" in result.stdout
 
 
 def _save_tiny(tmp_path: Path) -> Path:

@@ -17,6 +17,15 @@ def _sequences(seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(1, 97, (n,), generator=gen) for n in LENGTHS]
 
 
+def _packing_signals(position_ids: torch.Tensor) -> dict:
+    """`seq_idx` and `cu_seq_lens_q` as TRL >= 1.16's padding-free collator sends them, for older TRL releases,
+    whose collator sends position_ids only."""
+    starts = (position_ids[0] == 0).nonzero()[:, 0]
+    cu_seq_lens = torch.cat([starts, torch.tensor([position_ids.shape[1]])]).to(torch.int32)
+    seq_idx = ((position_ids == 0).cumsum(-1) - 1).to(torch.int32)
+    return {"seq_idx": seq_idx, "cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens}
+
+
 def _alone(model, sequences) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([model(s[None]).logits[0] for s in sequences])
@@ -31,6 +40,7 @@ def test_packed_row_equals_sequences_run_alone(signal: str, fields: dict) -> Non
     batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
         [{"input_ids": s.tolist()} for s in sequences]
     )
+    batch = _packing_signals(batch["position_ids"]) | batch
     inputs = {"input_ids": batch["input_ids"]}
     if signal == "trl_collator":  # everything TRL's padding-free collator sends
         inputs = {k: v for k, v in batch.items() if k != "labels"}

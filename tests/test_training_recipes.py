@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,16 @@ def test_accelerate_configs_load(name, kind):
         assert config.deepspeed_config["zero_stage"] == 3
     else:
         assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "FalconH1RDecoderLayer"
+
+
+@pytest.mark.parametrize("override", [[], ["--gradient_checkpointing", "true"]])
+def test_recipes_parse_without_deprecation_warnings(override: list[str]):
+    """transformers 5.24 deprecated `gradient_checkpointing` for `activation_checkpointing`; the recipes' setting (or a
+    CLI override) arrives under whichever name the installed release reads, without a FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        _, args, _ = build(SFT_TYPES, "tiny_sft.yaml", *override)
+        _, grpo_args, _ = build(GRPO_TYPES, "tiny_grpo.yaml")
+    assert args.gradient_checkpointing is bool(override) and grpo_args.gradient_checkpointing is False
+    if hasattr(args, "activation_checkpointing"):
+        assert args.activation_checkpointing is bool(override)

@@ -46,13 +46,41 @@ class FalconScriptArguments(ScriptArguments):
 
 def parse(dataclass_types: tuple, argv: list[str] | None, prog: str):
     """TrlParser: `--config recipe.yaml` plus CLI overrides (CLI wins), exactly as TRL's own scripts."""
-    parser = TrlParser(dataclass_types, prog=prog)
-    saved = sys.argv
-    try:  # TrlParser reads `--config` from sys.argv; route our argv through it
-        sys.argv = [prog, *(argv if argv is not None else saved[1:])]
-        return parser.parse_args_and_config()
-    finally:
-        sys.argv = saved
+    from falcon_h1r import UsageError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        return TrlParser(dataclass_types, prog=prog).parse_args_and_config(args)
+    at = args.index("--config") + 1 if "--config" in args else None
+    config = Path(args[at]) if at is not None and at < len(args) else None
+    if config is None or not config.is_file():
+        raise UsageError(
+            f"{'--config ' + str(config) + ': no such recipe file' if config else 'no --config recipe given'}. "
+            f"Fix: pass --config with a YAML recipe, such as one of {Path(__file__).parent / 'recipes'}/*.yaml "
+            "(command-line flags then override its values)."
+        )
+    args += _checkpointing_under_the_new_name(dataclass_types, args, config)
+    return TrlParser(dataclass_types, prog=prog).parse_args_and_config(args)
+
+
+def _checkpointing_under_the_new_name(dataclass_types: tuple, args: list[str], config: Path) -> list[str]:
+    """transformers 5.24 renamed TrainingArguments' `gradient_checkpointing` to `activation_checkpointing` (the old
+    name warns and goes in v6); older releases know only the old name, so recipes keep it and, where the new field
+    exists, its value is passed on under the new name (TRL's default too), which keeps the run quiet."""
+    import dataclasses
+
+    import yaml
+
+    training_args = next(t for t in dataclass_types if hasattr(t, "gradient_checkpointing"))
+    fields = {f.name: f for f in dataclasses.fields(training_args)}
+    if "activation_checkpointing" not in fields or "--activation_checkpointing" in args:
+        return []
+    value = (yaml.safe_load(config.read_text()) or {}).get(
+        "gradient_checkpointing", fields["gradient_checkpointing"].default
+    )
+    if "--gradient_checkpointing" in args and args.index("--gradient_checkpointing") + 1 < len(args):
+        value = args[args.index("--gradient_checkpointing") + 1]
+    return [] if value is None else ["--activation_checkpointing", str(value)]
 
 
 def resolve_model_path(name: str | None) -> str:

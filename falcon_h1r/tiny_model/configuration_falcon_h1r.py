@@ -34,6 +34,8 @@ class FalconH1RConfig(PreTrainedConfig):
     model_type = "falcon_h1r"
     attribute_map = {"layer_types": "layers_block_type"}
     keys_to_ignore_at_inference = ["past_key_values"]
+    # Tensor parallelism: the embedding is split by rows, like in-tree (so tied embeddings follow lm_head's plan).
+    base_model_tp_plan = {"embed_tokens": "embedding_rowwise"}
 
     vocab_size: int = 128000
     tie_word_embeddings: bool = False
@@ -102,6 +104,15 @@ class FalconH1RConfig(PreTrainedConfig):
         # `rope_parameters`, with the in-tree default of 1e4 when there is none.
         super().__post_init__(**kwargs)
         self._validate_falcon_h1r()
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        # A published Falcon-H1 / Falcon-H1R config says model_type `falcon_h1`: the same fields, read as ours (without
+        # transformers' "model of type falcon_h1 to instantiate a model of type falcon_h1r" warning).
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == "falcon_h1":
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
 
     @property
     def layers_block_type(self) -> list[str]:

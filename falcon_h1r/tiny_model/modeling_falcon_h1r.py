@@ -32,11 +32,29 @@ from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_falcon_h1r import FalconH1RConfig
 from .kernels_falcon_h1r import mamba_kernels_for
+
+# transformers 5.24 renamed the cache from `past_key_values` to `cache`, in forward() arguments, model outputs and
+# generate()'s bookkeeping (the old names go in 5.40). We accept both names and hand the cache back under the name
+# the running release reads, so one file serves every release from our lower bound on.
+CACHE_NAME = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _one_cache(cache, past_key_values):
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the cache once: as `cache` (transformers >= 5.24) or as `past_key_values`, not both.")
+    return past_key_values if cache is None else cache
+
+
+def _is_traced(t: torch.Tensor) -> bool:
+    """True under torch.compile / torch.export / fx, where Python cannot branch on a tensor's values: such shortcuts
+    are skipped there and the general path (same result) is traced instead."""
+    return torch.compiler.is_compiling() or isinstance(t, (torch._subclasses.FakeTensor, torch.fx.Proxy))
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Cache
@@ -71,6 +89,16 @@ class FalconH1RHybridCache(DynamicCache):
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
         self._map_states(lambda t: t.repeat_interleave(repeats, dim=0))
+
+
+def mamba_states(cache, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None, bool]:
+    """(conv window, SSM state, whether the cache records past windows) of a layer; the states are None before the
+    layer's first update. Read off the cache layer's own fields, which every supported release has
+    (`Cache.get_conv_state` / `is_recording_past` arrived only in 5.2x)."""
+    layer = cache.layers[layer_idx]
+    if not layer.has_previous_state[0]:
+        return None, None, layer.record_past
+    return layer.conv_states[0], layer.recurrent_states[0], layer.record_past
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,6 +185,8 @@ class FalconH1RRotaryEmbedding(nn.Module):
         inv_freq, self.attention_scaling = rope_init_fn(config)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+        # read by `dynamic_rope_update` ("dynamic", "longrope": frequencies that follow the sequence length)
+        self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
 
     @staticmethod
     def compute_default_rope_parameters(config: FalconH1RConfig, *args, **kwargs) -> tuple[torch.Tensor, float]:
@@ -164,6 +194,7 @@ class FalconH1RRotaryEmbedding(nn.Module):
         return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), 1.0
 
     @torch.no_grad()
+    @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, signed_sin), each (b, 1, l, head_dim); signed_sin has the sign of rotate_half folded in."""
         freqs = position_ids[:, None, :, None].float() * self.inv_freq  # (b, 1, l, head_dim / 2)
@@ -349,7 +380,7 @@ class FalconH1RAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, hidden_states, position_embeddings, attention_mask, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings, attention_mask, cache=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = apply_rotary_pos_emb(
@@ -357,8 +388,8 @@ class FalconH1RAttention(nn.Module):
         )
         key = apply_rotary_pos_emb(self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2), *position_embeddings)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (b, kv_heads, l, d)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
         if query.shape[2] == 1 and self.config._attn_implementation == "sdpa" and not self.training:  # decoding
             attn_output = single_query_attention(query, key, value, attention_mask, self.scaling)
             return self.o_proj(attn_output.reshape(*input_shape, -1)), None
@@ -367,6 +398,7 @@ class FalconH1RAttention(nn.Module):
             self.config._attn_implementation == "sdpa"
             and query.device.type == "cpu"
             and 1 < length == key.shape[2] <= MAX_ROW_BLOCKED_LENGTH
+            and not _is_traced(query)
             and _is_causal_bool_mask(attention_mask)
         ):
             dropout = self.attention_dropout if self.training else 0.0
@@ -586,7 +618,7 @@ def ssd_chunk_scan(
     if seq_idx is not None:
         decay_from_start = decay_from_start * (seq == state_owner[..., :-1, None])
     C_decayed = decay_from_start[..., None] * C[:, :, None]  # (b, g, r, c, l, n); the decay rides on C, not on y
-    y = y.flatten(0, 3).baddbmm_(C_decayed.flatten(0, 3), entering.flatten(0, 3).transpose(-1, -2))  # y is fresh
+    y = torch.baddbmm(y.flatten(0, 3), C_decayed.flatten(0, 3), entering.flatten(0, 3).transpose(-1, -2))
 
     y = y.view(b, g, r, c, q, p).permute(0, 3, 4, 1, 2, 5).reshape(b, c * q, h, p)[:, :length]
     return y, final_state.reshape(b, h, p, n)
@@ -690,7 +722,7 @@ class FalconH1RMixer(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        cache_params: FalconH1RHybridCache | None = None,
+        cache: FalconH1RHybridCache | None = None,
         pad_mask: torch.Tensor | None = None,
         seq_idx: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -704,7 +736,7 @@ class FalconH1RMixer(nn.Module):
             zxbcdt = zxbcdt * pad_mask[..., None].to(dtype)
 
         kernels = mamba_kernels_for(hidden_states)
-        if kernels is not None and self.training and cache_params is None and pad_mask is None:
+        if kernels is not None and self.training and cache is None and pad_mask is None:
             return self._fused_training_forward(kernels, zxbcdt.mul_(self.mup_vector), seq_idx)
 
         sizes = [self.intermediate_size, self.conv_dim, self.num_heads]
@@ -712,17 +744,15 @@ class FalconH1RMixer(nn.Module):
             z, xBC, dt = ScaledSplit.apply(zxbcdt, self.mup_vector, sizes)
         else:  # in place: zxbcdt is a fresh output
             z, xBC, dt = zxbcdt.mul_(self.mup_vector).split(sizes, dim=-1)
-        conv_state = cache_params.get_conv_state(self.layer_idx) if cache_params is not None else None
-        ssm_state = cache_params.get_recurrent_state(self.layer_idx) if cache_params is not None else None
-        if length == 1 and conv_state is not None and ssm_state is not None:
-            if not cache_params.is_recording_past(self.layer_idx):
-                y = self._decode_step(kernels, z[:, 0], xBC[:, 0], dt[:, 0], conv_state, ssm_state)
-                return self.out_proj(y[:, None].to(dtype))
+        conv_state, ssm_state, recording = (None, None, False) if cache is None else mamba_states(cache, self.layer_idx)
+        if length == 1 and conv_state is not None and ssm_state is not None and not recording:
+            y = self._decode_step(kernels, z[:, 0], xBC[:, 0], dt[:, 0], conv_state, ssm_state)
+            return self.out_proj(y[:, None].to(dtype))
 
         # 1. causal conv over xBC (b, l, conv_dim), continuing from the cached window when there is one
-        if cache_params is not None:  # the cache keeps the window channels-first, (b, conv_dim, k)
+        if cache is not None:  # the cache keeps the window channels-first, (b, conv_dim, k)
             window = self.conv_kernel_size
-            xBC = cache_params.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=window)
+            xBC = cache.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=window)
             xBC = xBC.transpose(1, 2)
         context = xBC.shape[1] - length  # cached positions prepended by the cache, if any
         conv_seq_idx = None if seq_idx is None else F.pad(seq_idx, (context, 0), mode="replicate")
@@ -758,8 +788,8 @@ class FalconH1RMixer(nn.Module):
             chunk = min(self.scan_chunk_size, length)  # a short prompt is one chunk, not padded to a full one
             y, final_state = ssd_chunk_scan(x, dt, A, B, C, chunk, ssm_state, seq_idx)
             y = torch.addcmul(y, x.float(), self.D.float()[:, None])
-        if cache_params is not None:
-            cache_params.update_recurrent_state(final_state, self.layer_idx)  # kept in float32 across decode steps
+        if cache is not None:
+            cache.update_recurrent_state(final_state, self.layer_idx)  # kept in float32 across decode steps
 
         # 3. gate (optionally through the group-wise RMSNorm) and project out
         y = self._gate(y.reshape(batch, length, -1).to(dtype), z)
@@ -846,18 +876,18 @@ class FalconH1RDecoderLayer(GradientCheckpointingLayer):
         pad_mask: torch.Tensor | None = None,
         seq_idx: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: FalconH1RHybridCache | None = None,
+        cache: FalconH1RHybridCache | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         residual = hidden_states
         hidden_states = self.input_layernorm(hidden_states)
-        mamba_out = self.mamba(hidden_states, cache_params=past_key_values, pad_mask=pad_mask, seq_idx=seq_idx)
+        mamba_out = self.mamba(hidden_states, cache=cache, pad_mask=pad_mask, seq_idx=seq_idx)
         attn_in = hidden_states if self.attention_in_multiplier == 1.0 else hidden_states * self.attention_in_multiplier
         attn_out, attn_weights = self.self_attn(
             attn_in,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = residual.add(mamba_out, alpha=self.ssm_out_multiplier).add_(
@@ -873,7 +903,7 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["FalconH1RDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = False
@@ -885,14 +915,15 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
         """transformers' loader, made strict: a truncated shard, or a missing or mis-shaped tensor, is an error
         naming the tensor or file, raised before anything is returned (in-tree loading would randomly
         initialise a missing tensor with only a warning)."""
+        may_miss: set[str] = set()
         if os.path.isdir(str(pretrained_model_name_or_path)):
             config = kwargs.get("config")
             if not isinstance(config, FalconH1RConfig):
                 config = FalconH1RConfig.from_pretrained(pretrained_model_name_or_path)
-            check_checkpoint_files(str(pretrained_model_name_or_path), cls, config)
+            may_miss = check_checkpoint_files(str(pretrained_model_name_or_path), cls, config)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        if info["missing_keys"]:
+        if set(info["missing_keys"]) - may_miss:
             raise ValueError(
                 f"{pretrained_model_name_or_path}: the checkpoint has no tensor for {sorted(info['missing_keys'])}; "
                 "it is incomplete or belongs to another architecture. Re-download or re-save it."
@@ -918,9 +949,11 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
             init.copy_(module.mup_vector, compute_mup_vector(self.config))
 
 
-def check_checkpoint_files(directory: str, model_class: type[nn.Module], config: FalconH1RConfig) -> None:
+def check_checkpoint_files(directory: str, model_class: type[nn.Module], config: FalconH1RConfig) -> set[str]:
     """Refuse a local safetensors checkpoint that is truncated, misses a shard or tensor, or has a tensor of
-    the wrong shape for `config`, before any weight is loaded."""
+    the wrong shape for `config`, before any weight is loaded. Returns the tensors the model may lack after loading:
+    an untied `lm_head.weight` when a base-model checkpoint goes into the causal LM (transformers initialises it
+    and reports it, as for in-tree)."""
     from safetensors import safe_open
 
     index_path = os.path.join(directory, "model.safetensors.index.json")
@@ -930,7 +963,7 @@ def check_checkpoint_files(directory: str, model_class: type[nn.Module], config:
     elif os.path.exists(os.path.join(directory, "model.safetensors")):
         files = ["model.safetensors"]
     else:
-        return  # other formats are left to transformers
+        return set()  # other formats are left to transformers
     found: dict[str, tuple[int, ...]] = {}
     for name in files:
         path = os.path.join(directory, name)
@@ -947,13 +980,19 @@ def check_checkpoint_files(directory: str, model_class: type[nn.Module], config:
         expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-    prefix = "model." if model_class is FalconH1RModel and any(k.startswith("model.") for k in found) else ""
-    missing = [k for k in expected if prefix + k not in found]
-    wrong = [
-        f"{k}: {found[prefix + k]} != {shape}"
-        for k, shape in expected.items()
-        if prefix + k in found and found[prefix + k] != shape
-    ]
+    # A causal-LM checkpoint loads into the base model and a base-model checkpoint into the causal LM (as in-tree):
+    # compare names with the base model's prefix put on or taken off as the class needs.
+    prefix = FalconH1RPreTrainedModel.base_model_prefix + "."
+    prefixed = any(k.startswith(prefix) for k in found)
+    may_miss: set[str] = set()
+    if model_class is FalconH1RModel and prefixed:
+        found = {k.removeprefix(prefix): v for k, v in found.items() if k.startswith(prefix)}
+    elif model_class is not FalconH1RModel and not prefixed:
+        found = {prefix + k: v for k, v in found.items()}
+        may_miss = {"lm_head.weight"} & set(expected)
+        expected = {k: v for k, v in expected.items() if k not in may_miss}
+    missing = [k for k in expected if k not in found]
+    wrong = [f"{k}: {found[k]} != {shape}" for k, shape in expected.items() if k in found and found[k] != shape]
     if missing or wrong:
         raise ValueError(
             f"{directory} does not match its config.json: "
@@ -961,12 +1000,13 @@ def check_checkpoint_files(directory: str, model_class: type[nn.Module], config:
             + (f"wrong shapes (checkpoint != config) {wrong}; " if wrong else "")
             + "fix the config or re-save the checkpoint."
         )
+    return may_miss
 
 
 def _packed_seq_idx(position_ids: torch.Tensor) -> torch.Tensor | None:
     """Sequence ids from packed position_ids (a new sequence wherever the position does not advance by 1)."""
     starts = position_ids[:, 1:] != position_ids[:, :-1] + 1
-    if not bool(starts.any()):
+    if not _is_traced(starts) and not bool(starts.any()):
         return None
     return F.pad(starts.cumsum(-1), (1, 0)).to(torch.int32)
 
@@ -977,27 +1017,30 @@ def _seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int) -> torch.Ten
     return torch.bucketize(positions, cu_seqlens[1:].to(positions.dtype), right=True)[None].to(torch.int32)
 
 
-def build_masks(config, inputs_embeds, attention_mask, past_key_values, position_ids, past_seen: int) -> tuple:
+def build_masks(config, inputs_embeds, attention_mask, cache, position_ids, past_seen: int) -> tuple:
     """(attention mask for the attention branch, (b, l) padding mask for the Mamba branch or None)."""
     length = inputs_embeds.shape[1]
+    traced = _is_traced(inputs_embeds)
     pad_mask = None
     if attention_mask is not None and attention_mask.dim() == 2 and length > 1:
         pad_mask = attention_mask[:, -length:]
-        if bool(pad_mask.all()):
+        if not traced and bool(pad_mask.all()):
             pad_mask = None
-    static = past_key_values is not None and past_key_values.is_compileable
-    if length == 1 and past_seen > 0 and not static and (attention_mask is None or bool(attention_mask.all())):
+    static = cache is not None and cache.is_compileable
+    unpadded = attention_mask is None or (not traced and bool(attention_mask.all()))
+    if length == 1 and past_seen > 0 and not static and unpadded:
         return None, pad_mask  # one new token without padding attends to everything in a dynamic cache
-    causal_mask = create_causal_mask(
-        config=config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        # An empty dynamic cache changes nothing in the mask but would switch off the packed-sequence block
-        # mask; a static cache sizes the mask to its preallocated length, so it always goes in.
-        past_key_values=past_key_values if past_seen > 0 or static else None,
-        position_ids=position_ids,
-    )
+    # An empty dynamic cache changes nothing in the mask but would switch off the packed-sequence block mask; a static
+    # cache sizes the mask to its preallocated length, so it always goes in. Positional arguments: the cache argument
+    # is `past_key_values` before transformers 5.24 and `cache` after.
+    mask_cache = cache if past_seen > 0 or static else None
+    causal_mask = create_causal_mask(config, inputs_embeds, attention_mask, mask_cache, position_ids)
     return causal_mask, pad_mask
+
+
+def _return_dict(config, kwargs: dict) -> bool:
+    return_dict = kwargs.pop("return_dict", None)
+    return config.return_dict if return_dict is None else return_dict
 
 
 class FalconH1RModel(FalconH1RPreTrainedModel):
@@ -1025,19 +1068,22 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: FalconH1RHybridCache | None = None,
+        cache: FalconH1RHybridCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         seq_idx: torch.Tensor | None = None,
+        past_key_values: FalconH1RHybridCache | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> BaseModelOutputWithPast | tuple:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("FalconH1RModel: pass exactly one of input_ids or inputs_embeds.")
+        cache = _one_cache(cache, past_key_values)
+        return_dict = _return_dict(self.config, kwargs)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if self.gradient_checkpointing and self.training:
-            use_cache = False
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            use_cache, cache = False, None  # the backward replays each layer: a cache would be written twice
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
@@ -1045,27 +1091,29 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        # Unlike in-tree (which scales only the embeddings it looks up itself), given `inputs_embeds` are scaled too, so
+        # that inputs_embeds=get_input_embeddings()(ids) gives what input_ids=ids gives.
         hidden_states = inputs_embeds * self.embedding_multiplier
         batch, length = hidden_states.shape[:2]
 
-        if use_cache and past_key_values is None:
-            past_key_values = FalconH1RHybridCache(self.config)
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(past_seen, past_seen + length, device=hidden_states.device)[None]
-
-        # Packed rows: ids of the sequences for the Mamba branch (attention gets its block mask from
-        # position_ids in create_causal_mask, or cu_seq_lens in the flash-attention kwargs).
+        if use_cache and cache is None:
+            cache = FalconH1RHybridCache(self.config)
+        past_seen = cache.get_seq_length() if cache is not None else 0
+        # Packed rows (TRL's padding-free collator): ids of the sequences for the Mamba branch; attention gets its
+        # block mask from position_ids in create_causal_mask, or from cu_seq_lens in the flash-attention kwargs.
         if seq_idx is None and length > 1 and past_seen == 0:
             if kwargs.get("cu_seq_lens_q") is not None and batch == 1:
                 seq_idx = _seq_idx_from_cu_seqlens(kwargs["cu_seq_lens_q"], length)
-            elif attention_mask is None:
+            elif attention_mask is None and position_ids is not None:
                 seq_idx = _packed_seq_idx(position_ids.expand(batch, -1))
+        if position_ids is None:
+            position_ids = torch.arange(past_seen, past_seen + length, device=hidden_states.device)[None]
+
         if isinstance(attention_mask, dict):  # built ahead by generate() for static caches: create_masks_for_generate
             causal_mask, pad_mask = attention_mask["full_attention"], attention_mask["linear_attention"]
         else:
             causal_mask, pad_mask = build_masks(
-                self.config, hidden_states, attention_mask, past_key_values, position_ids, past_seen
+                self.config, hidden_states, attention_mask, cache, position_ids, past_seen
             )
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
@@ -1079,7 +1127,7 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
                 pad_mask=pad_mask,
                 seq_idx=seq_idx,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 position_ids=position_ids,
                 output_attentions=output_attentions,
                 **kwargs,
@@ -1090,12 +1138,13 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
         if output_hidden_states:
             all_hidden_states.append(hidden_states)
 
-        return BaseModelOutputWithPast(
+        output = BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
+            **{CACHE_NAME: cache if use_cache else None},
         )
+        return output if return_dict else output.to_tuple()
 
 
 class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
@@ -1121,20 +1170,23 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: FalconH1RHybridCache | None = None,
+        cache: FalconH1RHybridCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: FalconH1RHybridCache | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast | tuple:
+        return_dict = _return_dict(self.config, kwargs)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -1144,29 +1196,33 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(
+        output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            **{CACHE_NAME: outputs[CACHE_NAME] if CACHE_NAME in outputs else None},
         )
+        return output if return_dict else output.to_tuple()
 
     @staticmethod
-    def create_masks_for_generate(config, inputs_embeds, attention_mask, past_key_values, position_ids=None, **_):
+    def create_masks_for_generate(
+        config, inputs_embeds, attention_mask, cache=None, position_ids=None, past_key_values=None, **_
+    ):
         """Used by generate() with a static cache: both masks, built ahead of the (compilable) forward."""
-        past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cache = _one_cache(cache, past_key_values)
+        past_seen = cache.get_seq_length() if cache is not None else 0
         batch, length = inputs_embeds.shape[:2]
         if length == 1 and config._attn_implementation == "sdpa":
             # A decode step: the query sees every cached slot up to its own that is not padding. A few small ops
             # instead of the general mask builder, whose ~0.2 ms would be a tenth of a compiled CPU decode step.
-            slots = torch.arange(past_key_values.get_mask_sizes(1, 0)[0], device=inputs_embeds.device)
+            slots = torch.arange(cache.get_mask_sizes(1, 0)[0], device=inputs_embeds.device)
             visible = (slots <= past_seen)[None].expand(batch, -1)
             if attention_mask is not None:
                 visible = visible & F.pad(attention_mask.bool(), (0, len(slots) - attention_mask.shape[-1]))
             return {"full_attention": visible[:, None, None, :], "linear_attention": None}
         causal_mask, pad_mask = build_masks(
-            config.get_text_config(), inputs_embeds, attention_mask, past_key_values, position_ids, past_seen
+            config.get_text_config(), inputs_embeds, attention_mask, cache, position_ids, past_seen
         )
         return {"full_attention": causal_mask, "linear_attention": pad_mask}
 
@@ -1174,42 +1230,38 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         self,
         input_ids: torch.LongTensor,
         next_sequence_length: int | None = None,
-        past_key_values=None,
+        cache=None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
+        past_key_values=None,
         **kwargs,
     ) -> dict:
         """generate()'s inputs for one step. A plain decode step over a static cache (the compiled path) takes a
         short cut to the same inputs: the generic preparation costs ~0.3 ms per token on a CPU, about a tenth of a
         compiled step of a small model. Everything else goes through the generic preparation."""
+        cache = _one_cache(cache, past_key_values)
         weight = self.lm_head.weight
         lean = (
             not is_first_iteration
             and next_sequence_length == 1
-            and getattr(past_key_values, "is_compileable", False)
+            and getattr(cache, "is_compileable", False)
             and (attention_mask is None or attention_mask.dim() == 2)
             and input_ids.device == weight.device
             and set(kwargs) <= {"position_ids", "logits_to_keep", "use_cache"}
         )
-        if not lean:
+        if not lean:  # positional: the cache parameter's name depends on the transformers release
             return super().prepare_inputs_for_generation(
-                input_ids,
-                next_sequence_length=next_sequence_length,
-                past_key_values=past_key_values,
-                attention_mask=attention_mask,
-                inputs_embeds=inputs_embeds,
-                is_first_iteration=is_first_iteration,
-                **kwargs,
+                input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
             )
         position_ids = kwargs.pop("position_ids", None)
         if position_ids is not None:
             position_ids = position_ids[..., -1:].clone(memory_format=torch.contiguous_format)
         shape_only = weight.new_empty((input_ids.shape[0], 1, 0))
-        masks = self.create_masks_for_generate(self.config, shape_only, attention_mask, past_key_values, position_ids)
+        masks = self.create_masks_for_generate(self.config, shape_only, attention_mask, cache, position_ids)
         return {
             "input_ids": input_ids[:, -1:].clone(memory_format=torch.contiguous_format),  # one stride: no recompile
-            "past_key_values": past_key_values,
+            CACHE_NAME: cache,
             "position_ids": position_ids,
             "attention_mask": {k: None if v is None else v.contiguous() for k, v in masks.items()},
             **kwargs,
@@ -1218,9 +1270,9 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
         # generate() would build a plain DynamicCache; ours also selects conv/SSM rows (see FalconH1RHybridCache).
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        cache = model_kwargs.get("past_key_values")
+        cache = model_kwargs.get(CACHE_NAME)
         if type(cache) is DynamicCache and not getattr(cache, "_is_user_defined", False):
-            model_kwargs["past_key_values"] = FalconH1RHybridCache(self.config)
+            model_kwargs[CACHE_NAME] = FalconH1RHybridCache(self.config)
 
 
 FalconH1RConfig.register_for_auto_class()

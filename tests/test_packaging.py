@@ -1,0 +1,42 @@
+"""What CI's two venvs and the shipped remote code rely on: the lowest-versions constraints file agrees with
+pyproject's lower bounds, and the embedded checkpoint's remote-code files are the ones in modeling/."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+REMOTE_CODE = ["configuration_falcon_h1r.py", "modeling_falcon_h1r.py", "kernels_falcon_h1r.py"]
+
+
+def _lower_bounds() -> dict[str, str]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = {}
+    for dep in deps:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?>=([^,]+)(?:,.*)?", dep)
+        if match:
+            bounds[match[1].lower()] = match[2]
+    return bounds
+
+
+def test_lowest_constraints_are_pyprojects_lower_bounds() -> None:
+    pins = dict(
+        line.split("==") for line in (ROOT / ".ci/constraints-lowest.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )  # fmt: skip
+    assert set(pins) == {"transformers", "trl", "lm-eval", "peft", "datasets", "accelerate"}
+    bounds = _lower_bounds()
+    assert {name: bounds.get(name) for name in pins} == pins
+
+
+@pytest.mark.parametrize("name", REMOTE_CODE)
+def test_embedded_checkpoint_ships_the_modeling_files(name: str) -> None:
+    shipped = ROOT / "falcon_h1r/tiny_model" / name
+    assert shipped.read_bytes() == (ROOT / "modeling" / name).read_bytes(), (
+        f"{shipped} differs from modeling/{name}; `trust_remote_code=True` on the embedded model runs the copy. "
+        f"Fix: cp modeling/{name} falcon_h1r/tiny_model/"
+    )
