@@ -2,7 +2,7 @@
 
 model-0000i-of-0000N.safetensors + model.safetensors.index.json   (weights, streamed byte for byte)
 config.json                     (model_type falcon_h1r, FalconH1RForCausalLM, auto_map, explicit head_dim)
-configuration_/modeling_/kernels_falcon_h1r.py                   (remote code, copied verbatim)
+*_falcon_h1r.py                 (remote code, copied verbatim: falcon_h1r.modeling.REMOTE_CODE_FILES)
 tokenizer files + chat template (verbatim)
 generation_config.json          (recommended sampling: temperature 0.6, top_p 0.95)
 README.md                       (the rendered model card)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .configuration_falcon_h1r import FalconH1RConfig
 from .modeling_falcon_h1r import (
+    AUTO_MAP,
     CACHE_NAME,
     FalconH1RForCausalLM,
     FalconH1RHybridCache,
@@ -14,17 +15,15 @@ from .modeling_falcon_h1r import (
 )
 
 _HERE = Path(__file__).resolve().parent
-# The files a Hub folder needs for `trust_remote_code=True` (they import only torch, transformers and each other).
+# The files a Hub folder needs for `trust_remote_code=True` (they import only torch, transformers and each other):
+# the config, the model (reference math, top to bottom), its CPU-speed ops, its CUDA-kernel seam, strict loading.
 REMOTE_CODE_FILES: list[Path] = [
     _HERE / "configuration_falcon_h1r.py",
     _HERE / "modeling_falcon_h1r.py",
+    _HERE / "cpu_ops_falcon_h1r.py",
     _HERE / "kernels_falcon_h1r.py",
+    _HERE / "checkpoint_falcon_h1r.py",
 ]
-AUTO_MAP: dict[str, str] = {
-    "AutoConfig": "configuration_falcon_h1r.FalconH1RConfig",
-    "AutoModel": "modeling_falcon_h1r.FalconH1RModel",
-    "AutoModelForCausalLM": "modeling_falcon_h1r.FalconH1RForCausalLM",
-}
 
 
 def register_auto_classes() -> None:

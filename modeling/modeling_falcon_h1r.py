@@ -1,8 +1,12 @@
 """Falcon-H1R: a parallel-hybrid decoder where every layer runs attention and a Mamba-2 mixer side by side.
 
-One file holds everything for the forward pass (transformers' one-model-one-file style). Parameter names
-and shapes are exactly those of transformers' in-tree `falcon_h1`, so published Falcon-H1 / Falcon-H1R
-checkpoints load unchanged. Where this file deliberately differs from the in-tree model:
+This file is the model, top to bottom (transformers' one-model-one-file style): each op's reference math, with
+one call per op to the implementation that runs it. Sibling remote-code files hold the rest:
+`cpu_ops_falcon_h1r.py` the CPU-speed implementations (hand-differentiated autograd Functions, row-blocked and
+single-query attention, the static-cache decode short cut), `kernels_falcon_h1r.py` the seam to the optional
+CUDA kernels (mamba_ssm / causal_conv1d, taken for CUDA tensors only), `checkpoint_falcon_h1r.py` strict loading.
+Parameter names and shapes are exactly those of transformers' in-tree `falcon_h1`, so published Falcon-H1 /
+Falcon-H1R checkpoints load unchanged. Where this file deliberately differs from the in-tree model:
 
 - packed sequences (position_ids restarting at 0, `seq_idx`, or `cu_seq_lens_q`, as TRL's padding-free
   collator sends them) keep the SSM state and the conv window of each sequence apart, on every path;
@@ -10,7 +14,9 @@ checkpoints load unchanged. Where this file deliberately differs from the in-tre
   projection bias cannot leak through the causal conv);
 - `time_step_limit` clamps dt in prefill and in single-token decode alike;
 - `mamba_norm_before_gate` is honoured on every path, including the fused CUDA training kernel;
-- `cache.batch_select_indices` also selects the conv and SSM states (needed to drop finished rows).
+- `cache.batch_select_indices` also selects the conv and SSM states (needed to drop finished rows);
+- given `inputs_embeds` are scaled by `embedding_multiplier` as looked-up ones are (in-tree skips it), so
+  `inputs_embeds=get_input_embeddings()(ids)` gives what `input_ids=ids` gives.
 
 Layer: h = input_layernorm(x)
        x = x + ssm_out_mult * mamba(h * ssm_in_mult) + attn_out_mult * attention(h * attn_in_mult)
@@ -19,8 +25,6 @@ Layer: h = input_layernorm(x)
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 
 import torch
@@ -35,8 +39,26 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
+from .checkpoint_falcon_h1r import load_strictly
 from .configuration_falcon_h1r import FalconH1RConfig
+from .cpu_ops_falcon_h1r import (
+    causal_conv1d,
+    chunk_diagonal_scan,
+    fast_attention,
+    is_traced,
+    rms_norm,
+    scaled_split,
+    static_decode_inputs,
+    static_decode_mask,
+)
 from .kernels_falcon_h1r import mamba_kernels_for
+
+# What a saved folder's config.json maps the Auto classes to (the remote code of this folder).
+AUTO_MAP = {
+    "AutoConfig": "configuration_falcon_h1r.FalconH1RConfig",
+    "AutoModel": "modeling_falcon_h1r.FalconH1RModel",
+    "AutoModelForCausalLM": "modeling_falcon_h1r.FalconH1RForCausalLM",
+}
 
 # transformers 5.24 renamed the cache from `past_key_values` to `cache`, in forward() arguments, model outputs and
 # generate()'s bookkeeping (the old names go in 5.40). We accept both names and hand the cache back under the name
@@ -48,12 +70,6 @@ def _one_cache(cache, past_key_values):
     if cache is not None and past_key_values is not None:
         raise ValueError("Pass the cache once: as `cache` (transformers >= 5.24) or as `past_key_values`, not both.")
     return past_key_values if cache is None else cache
-
-
-def _is_traced(t: torch.Tensor) -> bool:
-    """True under torch.compile / torch.export / fx, where Python cannot branch on a tensor's values: such shortcuts
-    are skipped there and the general path (same result) is traced instead."""
-    return torch.compiler.is_compiling() or isinstance(t, (torch._subclasses.FakeTensor, torch.fx.Proxy))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -106,39 +122,6 @@ def mamba_states(cache, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tens
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _upcast(t: torch.Tensor) -> torch.Tensor:
-    """bf16 / fp16 -> float32; float32 and float64 stay as they are."""
-    return t.float() if t.element_size() < 4 else t
-
-
-class RMSNormFunction(torch.autograd.Function):
-    """RMSNorm over the last dim (at least float32 inside), times `weight` shaped like x's trailing dims.
-
-    Hand-differentiated: autograd through the composite RMSNorm runs ~12 elementwise passes in the backward
-    (pow, mean, rsqrt and their gradients; ~3.5 ms for a 4x512x256 norm here, the forward takes 0.3 ms);
-    this backward runs about half as many and keeps only x and the per-row inverse RMS.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        x_up = _upcast(x)
-        inv_rms = torch.linalg.vector_norm(x_up, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
-        ctx.save_for_backward(x, weight, inv_rms)
-        return (x_up * inv_rms).mul_(_upcast(weight)).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        # n = x * inv_rms;  dx = inv_rms * (dn - n * mean(dn * n)) with dn = grad * weight;  dweight = sum(grad * n)
-        x, weight, inv_rms = ctx.saved_tensors
-        grad = _upcast(grad)
-        normed = _upcast(x) * inv_rms
-        grad_normed = grad * _upcast(weight)
-        grad_weight = (grad * normed).sum(tuple(range(x.dim() - weight.dim())))
-        dot = (grad_normed * normed).mean(-1, keepdim=True)
-        grad_x = grad_normed.sub_(normed.mul_(dot)).mul_(inv_rms)
-        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
-
-
 class FalconH1RRMSNorm(nn.Module):
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -146,9 +129,8 @@ class FalconH1RRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():  # one fused op: inference and decoding are dispatch-bound
-            return F.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
-        return RMSNormFunction.apply(hidden_states, self.weight, self.variance_epsilon)
+        # x / sqrt(mean(x^2) + eps) * weight, in float32
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon)
 
 
 class FalconH1RRMSNormGated(nn.Module):
@@ -168,7 +150,7 @@ class FalconH1RRMSNormGated(nn.Module):
             hidden_states = hidden_states * gate
         grouped = hidden_states.unflatten(-1, (self.n_groups, -1))  # each group normalised on its own
         weight = self.weight.float().view(self.n_groups, -1)
-        hidden_states = RMSNormFunction.apply(grouped, weight, self.variance_epsilon).flatten(-2)
+        hidden_states = rms_norm(grouped, weight, self.variance_epsilon).flatten(-2)
         if self.norm_before_gate:
             hidden_states = hidden_states * gate
         return hidden_states.to(input_dtype)
@@ -227,140 +209,6 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
 
 
-def single_query_attention(query, key, value, attention_mask, scaling: float) -> torch.Tensor:
-    """Attention for one new token per row, without repeating K/V over the query heads that share them (a copy
-    of the whole cache per layer and step): those heads are stacked as if they were query positions.
-
-    Two small matmuls and a softmax rather than SDPA: under torch.compile on the CPU the softmax fuses with its
-    neighbours and the step is ~0.15 ms faster than with four SDPA calls (bench/model_speed.py).
-    query: (b, heads, 1, d); key, value: (b, kv_heads, kv_len, d); attention_mask: None, or bool (True = attend)
-    or additive, broadcastable to (b, 1, 1, kv_len). Returns (b, 1, heads, d) like the attention interfaces.
-    """
-    b, heads, _, d = query.shape
-    query = query.view(b, key.shape[1], heads // key.shape[1], d)  # (b, kv_heads, group, d)
-    scores = (query @ key.transpose(-1, -2)) * scaling  # (b, kv_heads, group, kv_len)
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, -torch.inf)
-    elif attention_mask is not None:
-        scores = scores + attention_mask
-    weights = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
-    return (weights @ value).reshape(b, 1, heads, d)
-
-
-# The CPU flash-attention kernel takes keys in blocks of 512 and computes a block whole even where the causal mask
-# hides it, so up to ~1k tokens a causal call costs the full square. Query rows [i, i + 64) only see keys [0, i + 64):
-# cutting the rows into such blocks skips the hidden part (4x512 tokens: ~14 vs ~20 ms forward per layer).
-ROW_BLOCK, MAX_ROW_BLOCKED_LENGTH = 64, 1024
-
-
-def _row_blocks(length: int) -> list[tuple[int, int]]:
-    """(start, end) of each block of query rows."""
-    return [(start, min(start + ROW_BLOCK, length)) for start in range(0, length, ROW_BLOCK)]
-
-
-def _causal_keep(attention_mask: torch.Tensor | None, length: int, device: torch.device) -> torch.Tensor:
-    """The boolean mask to attend with (True = attend): the one given, or plain causal for None."""
-    if attention_mask is not None:
-        return attention_mask
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
-
-
-def row_blocked_causal_attention(query, key, value, attention_mask, scaling: float, dropout: float = 0.0):
-    """Causal SDPA over blocks of query rows, each against the keys it can see; the same result as one call.
-
-    query: (b, heads, l, d); key, value: (b, kv_heads, l, d) for the same l positions (no cache prefix);
-    attention_mask: None (plain causal) or a causal boolean mask broadcastable to (b, heads, l, l), True = attend.
-    Returns (b, l, heads, d), contiguous, like the attention interfaces.
-    """
-    length = query.shape[2]
-    attention_mask = _causal_keep(attention_mask, length, query.device)
-    blocks = []
-    for start, end in _row_blocks(length):
-        block = F.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, :end],
-            value[:, :, :end],
-            attn_mask=attention_mask[..., start:end, :end],
-            dropout_p=dropout,
-            scale=scaling,
-            enable_gqa=True,
-        )
-        blocks.append(block.transpose(1, 2))
-    return torch.cat(blocks, dim=1)
-
-
-class RowBlockedAttentionFunction(torch.autograd.Function):
-    """Causal attention for CPU training: the row blocks above, with an explicit softmax whose probabilities are
-    kept for the backward, which is then four matmuls per block instead of the flash kernel's recomputation
-    (4x512 tokens, forward+backward per layer: ~40-47 ms, against ~52 ms for SDPA in row blocks and ~66 ms for
-    one causal SDPA call; ~10 MB more activations per layer).
-
-    The query heads that share a KV head are stacked as rows, so K/V are never repeated. Everything runs in at
-    least float32. query: (b, heads, l, d); key, value: (b, kv_heads, l, d); bias: additive, (l, l) or
-    (b, 1, l, l), with the dtype's finite minimum where masked (from `causal_bias`).
-    Returns (b, l, heads, d), contiguous.
-    """
-
-    @staticmethod
-    def forward(ctx, query, key, value, bias, scaling: float):
-        b, heads, length, d = query.shape
-        kv = key.shape[1]
-        group = heads // kv
-        # (b * kv, l * group, d): row (t, j) is position t of the j-th query head of its group
-        q_rows = _upcast(query).view(b, kv, group, length, d).permute(0, 1, 3, 2, 4).reshape(b * kv, -1, d)
-        k, v = (_upcast(t).reshape(b * kv, length, d) for t in (key, value))
-        padded = bias.dim() == 4  # a per-row padding mask (b, 1, l, l), not the shared causal (l, l)
-        out, probs = [], []
-        for start, end in _row_blocks(length):
-            block_bias = bias[..., start:end, :end].repeat_interleave(group, dim=-2)  # (..., rows * group, end)
-            if padded:  # (b, 1, ., .) -> (b * kv, ., .)
-                block_bias = block_bias.expand(b, kv, -1, -1).reshape(b * kv, -1, end)
-            scores = torch.baddbmm(block_bias, q_rows[:, start * group : end * group], k[:, :end].mT, alpha=scaling)
-            probs.append(scores.softmax(-1))
-            if padded:  # rows with every key masked (left padding) give 0 and no gradient, as SDPA does
-                probs[-1].masked_fill_(block_bias.amax(-1, keepdim=True) == torch.finfo(bias.dtype).min, 0.0)
-            out.append(probs[-1] @ v[:, :end])
-        out = torch.cat(out, dim=1)  # (b * kv, l * group, d)
-        ctx.save_for_backward(q_rows, k, v, out, *probs)
-        ctx.scaling, ctx.shapes, ctx.dtypes = scaling, (query.shape, key.shape), (query.dtype, key.dtype)
-        return out.view(b, kv, length, group, d).transpose(1, 2).reshape(b, length, heads, d).to(query.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q_rows, k, v, out, *probs = ctx.saved_tensors
-        (b, heads, length, d), key_shape = ctx.shapes
-        group = heads // key_shape[1]
-        grad_rows = _upcast(grad_out).view(b, length, -1, group, d).transpose(1, 2).reshape(k.shape[0], -1, d)
-        # softmax backward: dscores = p * (dp - sum_j dp_j p_j), and sum_j dp_j p_j = dout . out (a row of d, not l)
-        row_dot = (grad_rows * out).sum(-1, keepdim=True)
-        grad_q, grad_k, grad_v = [], torch.zeros_like(k), torch.zeros_like(v)
-        for (start, end), p in zip(_row_blocks(length), probs):
-            rows = slice(start * group, end * group)
-            grad_v[:, :end].baddbmm_(p.mT, grad_rows[:, rows])
-            grad_p = grad_rows[:, rows] @ v[:, :end].mT
-            grad_scores = grad_p.sub_(row_dot[:, rows]).mul_(p)
-            grad_q.append((grad_scores @ k[:, :end]).mul_(ctx.scaling))
-            grad_k[:, :end].baddbmm_(grad_scores.mT, q_rows[:, rows], alpha=ctx.scaling)
-        grad_q = torch.cat(grad_q, dim=1).view(b, -1, length, group, d).transpose(2, 3).reshape(b, heads, length, d)
-        query_dtype, key_dtype = ctx.dtypes
-        grad_k, grad_v = (grad.view(key_shape).to(key_dtype) for grad in (grad_k, grad_v))
-        return grad_q.to(query_dtype), grad_k, grad_v, None, None
-
-
-def causal_bias(attention_mask: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
-    """Additive mask for RowBlockedAttentionFunction from None (plain causal) or a boolean mask (True = attend)."""
-    keep = _causal_keep(attention_mask, length, like.device)
-    dtype = torch.promote_types(like.dtype, torch.float32)
-    return torch.zeros(keep.shape, dtype=dtype, device=like.device).masked_fill_(~keep, torch.finfo(dtype).min)
-
-
-def _is_causal_bool_mask(mask: torch.Tensor | None) -> bool:
-    """True for None or a boolean mask that attends to no later position (what `create_causal_mask` builds)."""
-    if mask is None:
-        return True
-    return mask.dtype == torch.bool and not bool(mask[..., -mask.shape[-2] :].triu(1).any())
-
-
 class FalconH1RAttention(nn.Module):
     """Grouped-query attention with RoPE; keys are scaled by `key_multiplier` before RoPE (muP)."""
 
@@ -390,23 +238,9 @@ class FalconH1RAttention(nn.Module):
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (b, kv_heads, l, d)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-        if query.shape[2] == 1 and self.config._attn_implementation == "sdpa" and not self.training:  # decoding
-            attn_output = single_query_attention(query, key, value, attention_mask, self.scaling)
-            return self.o_proj(attn_output.reshape(*input_shape, -1)), None
-        length = query.shape[2]
-        if (
-            self.config._attn_implementation == "sdpa"
-            and query.device.type == "cpu"
-            and 1 < length == key.shape[2] <= MAX_ROW_BLOCKED_LENGTH
-            and not _is_traced(query)
-            and _is_causal_bool_mask(attention_mask)
-        ):
-            dropout = self.attention_dropout if self.training else 0.0
-            if torch.is_grad_enabled() and query.requires_grad and dropout == 0.0:
-                bias = causal_bias(attention_mask, length, query)
-                attn_output = RowBlockedAttentionFunction.apply(query, key, value, bias, self.scaling)
-            else:
-                attn_output = row_blocked_causal_attention(query, key, value, attention_mask, self.scaling, dropout)
+        # softmax(q k^T * scaling + mask) v; on the CPU in row blocks or as a single query when that is faster
+        attn_output = fast_attention(self, query, key, value, attention_mask)
+        if attn_output is not None:
             return self.o_proj(attn_output.reshape(*input_shape, -1)), None
         attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -442,63 +276,25 @@ class FalconH1RMLP(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Mamba-2: causal conv and the chunked SSD scan in pure PyTorch
+# Mamba-2: the SSD scan in pure PyTorch (the plain recurrence, then the chunked form the model runs)
 # ----------------------------------------------------------------------------------------------------------
 
 
-class CausalConv1d(torch.autograd.Function):
-    """Depthwise causal conv, channels last, as k shifted multiply-adds with a hand-written backward.
-
-    out[b, t, c] = sum_j weight[c, j] * x[b, t - (k - 1 - j), c] * keep[b, t, j]   (x = 0 before the start)
-
-    keep (b, l, k - 1) is 1 where tap j stays inside the sequence of position t (packed rows), or None; the tap
-    on the current position is always kept. Compared with F.conv1d this needs no transposed copies of the
-    (b, l, c) activations, and the backward is ~5x faster than depthwise conv1d's on the CPU (autograd through
-    the taps would allocate a padded gradient per tap).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, keep):
-        k, length = weight.shape[-1], x.shape[1]
-        out = x * weight[:, -1] if bias is None else torch.addcmul(bias, x, weight[:, -1])
-        for tap in range(k - 1):  # tap j adds x[t - shift] to out[t], shift = k - 1 - j
-            shift = k - 1 - tap
-            if shift < length:
-                x_tap = x[:, : length - shift] if keep is None else x[:, : length - shift] * keep[:, shift:, tap, None]
-                out[:, shift:].addcmul_(x_tap, weight[:, tap])
-        ctx.save_for_backward(x, weight, keep)
-        ctx.has_bias = bias is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, keep = ctx.saved_tensors
-        k, length = weight.shape[-1], x.shape[1]
-        grad_x = grad * weight[:, -1]
-        grad_weight = [x.new_zeros(weight.shape[0]) for _ in range(k - 1)] + [(grad * x).sum((0, 1))]
-        for tap in range(k - 1):
-            shift = k - 1 - tap
-            if shift < length:
-                g = grad[:, shift:] if keep is None else grad[:, shift:] * keep[:, shift:, tap, None]
-                grad_weight[tap] = (g * x[:, : length - shift]).sum((0, 1))
-                grad_x[:, : length - shift].addcmul_(g, weight[:, tap])
-        grad_bias = grad.sum((0, 1)) if ctx.has_bias else None
-        return grad_x, torch.stack(grad_weight, dim=-1), grad_bias, None
-
-
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, seq_idx: torch.Tensor | None):
-    """Depthwise causal conv, channels last. x: (b, l, c), weight: (c, k), seq_idx: (b, l) or None -> (b, l, c).
-
-    With `seq_idx`, a tap that would reach into another (packed) sequence contributes zero, exactly as if each
-    sequence were convolved alone with zero left padding.
-    """
-    keep = None
-    if seq_idx is not None:
-        k, length = weight.shape[-1], x.shape[1]
-        seq_padded = F.pad(seq_idx, (k - 1, 0), value=-1)
-        taps = [seq_padded[:, tap : tap + length] == seq_idx for tap in range(k - 1)]
-        keep = torch.stack(taps, dim=-1).to(x.dtype)  # (b, l, k - 1)
-    return CausalConv1d.apply(x, weight, bias, keep)
+def ssd_recurrence(x, dt, A, B, C, initial_state=None, seq_idx=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `ssd_chunk_scan` computes, one position at a time (the definition; O(l) sequential steps, for reading
+    and testing). Same arguments and results as `ssd_chunk_scan`."""
+    b, length, h, p = x.shape
+    r = h // B.shape[2]
+    B, C = B.float().repeat_interleave(r, dim=2), C.float().repeat_interleave(r, dim=2)  # (b, l, h, n)
+    state = x.new_zeros(b, h, p, B.shape[-1]).float() if initial_state is None else initial_state.float()
+    ys = []
+    for t in range(length):
+        if seq_idx is not None and t > 0:  # a new packed sequence starts from a zero state
+            state = state * (seq_idx[:, t] == seq_idx[:, t - 1]).float()[:, None, None, None]
+        decay = torch.exp(dt[:, t].float() * A.float())[..., None, None]  # (b, h, 1, 1)
+        state = decay * state + (dt[:, t].float()[..., None] * x[:, t].float())[..., None] * B[:, t, :, None, :]
+        ys.append((state * C[:, t, :, None, :]).sum(-1))  # y_t = h_t C_t: (b, h, p)
+    return torch.stack(ys, dim=1), state
 
 
 def segment_sum(x: torch.Tensor) -> torch.Tensor:
@@ -507,38 +303,6 @@ def segment_sum(x: torch.Tensor) -> torch.Tensor:
     segsum = x_cumsum[..., :, None] - x_cumsum[..., None, :]
     causal = torch.ones(x.shape[-1], x.shape[-1], dtype=torch.bool, device=x.device).tril()
     return segsum.masked_fill(~causal, -torch.inf)
-
-
-class ChunkDiagonalScan(torch.autograd.Function):
-    """The within-chunk part of the SSD scan, y = (scores * exp(cs_l - cs_s)) @ x_dt, hand-differentiated.
-
-    scores: (b, g, c, l, s) = C_l . B_s, causal-masked, shared by the r heads of a group
-    cs: (b, g, r, c, l) cumulative dt * A inside each chunk;   x_dt: (b, g, r, c, s, p)   ->   y: (b, g, r, c, l, p)
-    The decay exponent is clamped to [-80, 0]: exp stays off its slow underflow path (~8x slower here), e^-80 stands
-    in for smaller factors, and above the diagonal the decay is 1 where the scores are 0. Autograd through the
-    broadcasts, clamp and exp runs ~12 passes over the r-times-larger decay tensor in the backward; this runs five.
-    """
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, cs: torch.Tensor, x_dt: torch.Tensor) -> torch.Tensor:
-        decay = (cs[..., :, None] - cs[..., None, :]).clamp_(-80.0, 0.0).exp_()  # (b, g, r, c, l, s)
-        if not any(ctx.needs_input_grad):
-            return decay.mul_(scores[:, :, None]) @ x_dt
-        weights = decay * scores[:, :, None]
-        ctx.save_for_backward(scores, x_dt, decay, weights)
-        return weights @ x_dt
-
-    @staticmethod
-    def backward(ctx, grad_y: torch.Tensor):
-        # with W = scores * decay: dscores = sum_r dW * decay;  dcs_l = sum_s dW * W - sum_s' dW * W (as the source)
-        scores, x_dt, decay, weights = ctx.saved_tensors
-        grad_y = grad_y.contiguous()  # once, not once per matmul
-        grad_x_dt = weights.transpose(-1, -2) @ grad_y
-        grad_weights = (grad_y @ x_dt.transpose(-1, -2)).mul_(decay)
-        grad_scores = grad_weights.sum(2)
-        grad_weights.mul_(scores[:, :, None])  # now dW * W
-        grad_cs = grad_weights.sum(-1) - grad_weights.sum(-2)
-        return grad_scores, grad_cs, grad_x_dt
 
 
 def ssd_chunk_scan(
@@ -593,7 +357,7 @@ def ssd_chunk_scan(
     scores = (C @ B.transpose(-1, -2)).masked_fill(~torch.ones(q, q, dtype=torch.bool, device=x.device).tril(), 0)
     if seq_idx is not None:
         scores = scores * (seq[..., :, None] == seq[..., None, :])[:, :, 0]
-    y = ChunkDiagonalScan.apply(scores, dA_cumsum, x_dt)  # (b, g, r, c, l, p); scores: (b, g, c, l, s)
+    y = chunk_diagonal_scan(scores, dA_cumsum, x_dt)  # (b, g, r, c, l, p) = (scores * exp(cs_l - cs_s)) @ x_dt
 
     # 2. each chunk's own contribution to the state at its end: S = sum_s exp(dA_{s+1} + ... + dA_end) (dt x)_s B_s^T
     decay_to_end = torch.exp(dA_cumsum[..., -1:] - dA_cumsum)  # (b, g, r, c, s)
@@ -632,29 +396,6 @@ def ssd_chunk_scan(
 # The pure-PyTorch scan's result does not depend on its chunk size; on CPU, 64 beats the configured 256 by ~25%
 # (less exp/mask work inside chunks, the same state passing between them).
 SCAN_CHUNK_SIZE = 64
-
-
-class ScaledSplit(torch.autograd.Function):
-    """(x * scale).split(sizes, -1) for a per-channel scale; the backward writes grad * scale of every piece straight
-    into one buffer (autograd would allocate the scaled gradient and a concatenation of the pieces besides)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
-        ctx.save_for_backward(scale)
-        ctx.sizes = sizes
-        return tuple((x * scale).split(sizes, dim=-1))
-
-    @staticmethod
-    def backward(ctx, *grads: torch.Tensor | None):
-        (scale,) = ctx.saved_tensors
-        like = next(grad for grad in grads if grad is not None)
-        grad_x = like.new_empty(*like.shape[:-1], scale.shape[0])
-        for grad, grad_piece, scale_piece in zip(grads, grad_x.split(ctx.sizes, -1), scale.split(ctx.sizes)):
-            if grad is None:
-                grad_piece.zero_()
-            else:
-                torch.mul(grad, scale_piece, out=grad_piece)
-        return grad_x, None, None
 
 
 def compute_mup_vector(config: FalconH1RConfig) -> torch.Tensor:
@@ -740,16 +481,14 @@ class FalconH1RMixer(nn.Module):
             return self._fused_training_forward(kernels, zxbcdt.mul_(self.mup_vector), seq_idx)
 
         sizes = [self.intermediate_size, self.conv_dim, self.num_heads]
-        if torch.is_grad_enabled():
-            z, xBC, dt = ScaledSplit.apply(zxbcdt, self.mup_vector, sizes)
-        else:  # in place: zxbcdt is a fresh output
-            z, xBC, dt = zxbcdt.mul_(self.mup_vector).split(sizes, dim=-1)
+        z, xBC, dt = scaled_split(zxbcdt, self.mup_vector, sizes)  # (zxbcdt * mup_vector).split(sizes)
         conv_state, ssm_state, recording = (None, None, False) if cache is None else mamba_states(cache, self.layer_idx)
         if length == 1 and conv_state is not None and ssm_state is not None and not recording:
             y = self._decode_step(kernels, z[:, 0], xBC[:, 0], dt[:, 0], conv_state, ssm_state)
             return self.out_proj(y[:, None].to(dtype))
 
-        # 1. causal conv over xBC (b, l, conv_dim), continuing from the cached window when there is one
+        # 1. causal depthwise conv over xBC (b, l, conv_dim), continuing from the cached window when there is one:
+        #    out[t, c] = bias[c] + sum_j weight[c, j] * xBC[t - (k - 1 - j), c], no tap across packed sequences
         if cache is not None:  # the cache keeps the window channels-first, (b, conv_dim, k)
             window = self.conv_kernel_size
             xBC = cache.update_conv_state(xBC.transpose(1, 2), self.layer_idx, conv_kernel_size=window)
@@ -912,31 +651,13 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """transformers' loader, made strict: a truncated shard, or a missing or mis-shaped tensor, is an error
-        naming the tensor or file, raised before anything is returned (in-tree loading would randomly
-        initialise a missing tensor with only a warning)."""
-        may_miss: set[str] = set()
-        if os.path.isdir(str(pretrained_model_name_or_path)):
-            config = kwargs.get("config")
-            if not isinstance(config, FalconH1RConfig):
-                config = FalconH1RConfig.from_pretrained(pretrained_model_name_or_path)
-            may_miss = check_checkpoint_files(str(pretrained_model_name_or_path), cls, config)
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        if set(info["missing_keys"]) - may_miss:
-            raise ValueError(
-                f"{pretrained_model_name_or_path}: the checkpoint has no tensor for {sorted(info['missing_keys'])}; "
-                "it is incomplete or belongs to another architecture. Re-download or re-save it."
-            )
-        return (model, info) if want_info else model
+        """transformers' loader, made strict (checkpoint_falcon_h1r.py): a truncated shard, or a missing or
+        mis-shaped tensor, is an error naming the tensor or file (in-tree would initialise it with a warning)."""
+        return load_strictly(super().from_pretrained, cls, pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Write the whole auto_map (config, base model, causal LM), whichever class is being saved.
-        self.config.auto_map = {
-            "AutoConfig": "configuration_falcon_h1r.FalconH1RConfig",
-            "AutoModel": "modeling_falcon_h1r.FalconH1RModel",
-            "AutoModelForCausalLM": "modeling_falcon_h1r.FalconH1RForCausalLM",
-        }
+        self.config.auto_map = dict(AUTO_MAP)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
@@ -949,64 +670,10 @@ class FalconH1RPreTrainedModel(PreTrainedModel):
             init.copy_(module.mup_vector, compute_mup_vector(self.config))
 
 
-def check_checkpoint_files(directory: str, model_class: type[nn.Module], config: FalconH1RConfig) -> set[str]:
-    """Refuse a local safetensors checkpoint that is truncated, misses a shard or tensor, or has a tensor of
-    the wrong shape for `config`, before any weight is loaded. Returns the tensors the model may lack after loading:
-    an untied `lm_head.weight` when a base-model checkpoint goes into the causal LM (transformers initialises it
-    and reports it, as for in-tree)."""
-    from safetensors import safe_open
-
-    index_path = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.exists(index_path):
-        with open(index_path) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    elif os.path.exists(os.path.join(directory, "model.safetensors")):
-        files = ["model.safetensors"]
-    else:
-        return set()  # other formats are left to transformers
-    found: dict[str, tuple[int, ...]] = {}
-    for name in files:
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            raise ValueError(
-                f"{path} is listed in model.safetensors.index.json but missing. Re-download the checkpoint."
-            )
-        try:
-            with safe_open(path, framework="pt") as shard:
-                found.update({key: tuple(shard.get_slice(key).get_shape()) for key in shard.keys()})
-        except Exception as err:  # safetensors raises its own error type for a cut-off header or data
-            raise ValueError(f"{path} is not a complete safetensors file ({err}). Re-download or re-save it.") from err
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
-    if config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-    # A causal-LM checkpoint loads into the base model and a base-model checkpoint into the causal LM (as in-tree):
-    # compare names with the base model's prefix put on or taken off as the class needs.
-    prefix = FalconH1RPreTrainedModel.base_model_prefix + "."
-    prefixed = any(k.startswith(prefix) for k in found)
-    may_miss: set[str] = set()
-    if model_class is FalconH1RModel and prefixed:
-        found = {k.removeprefix(prefix): v for k, v in found.items() if k.startswith(prefix)}
-    elif model_class is not FalconH1RModel and not prefixed:
-        found = {prefix + k: v for k, v in found.items()}
-        may_miss = {"lm_head.weight"} & set(expected)
-        expected = {k: v for k, v in expected.items() if k not in may_miss}
-    missing = [k for k in expected if k not in found]
-    wrong = [f"{k}: {found[k]} != {shape}" for k, shape in expected.items() if k in found and found[k] != shape]
-    if missing or wrong:
-        raise ValueError(
-            f"{directory} does not match its config.json: "
-            + (f"missing tensors {missing}; " if missing else "")
-            + (f"wrong shapes (checkpoint != config) {wrong}; " if wrong else "")
-            + "fix the config or re-save the checkpoint."
-        )
-    return may_miss
-
-
 def _packed_seq_idx(position_ids: torch.Tensor) -> torch.Tensor | None:
     """Sequence ids from packed position_ids (a new sequence wherever the position does not advance by 1)."""
     starts = position_ids[:, 1:] != position_ids[:, :-1] + 1
-    if not _is_traced(starts) and not bool(starts.any()):
+    if not is_traced(starts) and not bool(starts.any()):
         return None
     return F.pad(starts.cumsum(-1), (1, 0)).to(torch.int32)
 
@@ -1020,7 +687,7 @@ def _seq_idx_from_cu_seqlens(cu_seqlens: torch.Tensor, length: int) -> torch.Ten
 def build_masks(config, inputs_embeds, attention_mask, cache, position_ids, past_seen: int) -> tuple:
     """(attention mask for the attention branch, (b, l) padding mask for the Mamba branch or None)."""
     length = inputs_embeds.shape[1]
-    traced = _is_traced(inputs_embeds)
+    traced = is_traced(inputs_embeds)
     pad_mask = None
     if attention_mask is not None and attention_mask.dim() == 2 and length > 1:
         pad_mask = attention_mask[:, -length:]
@@ -1212,15 +879,11 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         """Used by generate() with a static cache: both masks, built ahead of the (compilable) forward."""
         cache = _one_cache(cache, past_key_values)
         past_seen = cache.get_seq_length() if cache is not None else 0
-        batch, length = inputs_embeds.shape[:2]
-        if length == 1 and config._attn_implementation == "sdpa":
-            # A decode step: the query sees every cached slot up to its own that is not padding. A few small ops
-            # instead of the general mask builder, whose ~0.2 ms would be a tenth of a compiled CPU decode step.
-            slots = torch.arange(cache.get_mask_sizes(1, 0)[0], device=inputs_embeds.device)
-            visible = (slots <= past_seen)[None].expand(batch, -1)
-            if attention_mask is not None:
-                visible = visible & F.pad(attention_mask.bool(), (0, len(slots) - attention_mask.shape[-1]))
-            return {"full_attention": visible[:, None, None, :], "linear_attention": None}
+        if inputs_embeds.shape[1] == 1 and config._attn_implementation == "sdpa":  # a decode step
+            return {
+                "full_attention": static_decode_mask(cache, past_seen, attention_mask, inputs_embeds),
+                "linear_attention": None,
+            }
         causal_mask, pad_mask = build_masks(
             config.get_text_config(), inputs_embeds, attention_mask, cache, position_ids, past_seen
         )
@@ -1241,31 +904,15 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         short cut to the same inputs: the generic preparation costs ~0.3 ms per token on a CPU, about a tenth of a
         compiled step of a small model. Everything else goes through the generic preparation."""
         cache = _one_cache(cache, past_key_values)
-        weight = self.lm_head.weight
-        lean = (
-            not is_first_iteration
-            and next_sequence_length == 1
-            and getattr(cache, "is_compileable", False)
-            and (attention_mask is None or attention_mask.dim() == 2)
-            and input_ids.device == weight.device
-            and set(kwargs) <= {"position_ids", "logits_to_keep", "use_cache"}
-        )
-        if not lean:  # positional: the cache parameter's name depends on the transformers release
+        if is_first_iteration or next_sequence_length != 1 or not getattr(cache, "is_compileable", False):
+            inputs = None
+        else:
+            inputs = static_decode_inputs(self, input_ids, cache, attention_mask, kwargs)
+        if inputs is None:  # positional: the cache parameter's name depends on the transformers release
             return super().prepare_inputs_for_generation(
                 input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
             )
-        position_ids = kwargs.pop("position_ids", None)
-        if position_ids is not None:
-            position_ids = position_ids[..., -1:].clone(memory_format=torch.contiguous_format)
-        shape_only = weight.new_empty((input_ids.shape[0], 1, 0))
-        masks = self.create_masks_for_generate(self.config, shape_only, attention_mask, cache, position_ids)
-        return {
-            "input_ids": input_ids[:, -1:].clone(memory_format=torch.contiguous_format),  # one stride: no recompile
-            CACHE_NAME: cache,
-            "position_ids": position_ids,
-            "attention_mask": {k: None if v is None else v.contiguous() for k, v in masks.items()},
-            **kwargs,
-        }
+        return {**inputs, CACHE_NAME: cache}
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
         # generate() would build a plain DynamicCache; ours also selects conv/SSM rows (see FalconH1RHybridCache).

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from falcon_h1r.modeling import modeling_falcon_h1r as M
+from falcon_h1r.modeling import cpu_ops_falcon_h1r as M
 
 
 def _randn(*shape: int, seed: int = 0, requires_grad: bool = True) -> torch.Tensor:

@@ -16,6 +16,7 @@ from tiny_configs import model_pair, tiny_fields
 from transformers import AutoConfig, AutoModelForCausalLM, FalconH1Config, FalconH1ForCausalLM
 
 from falcon_h1r import FalconH1RConfig, FalconH1RForCausalLM, FalconH1RModel
+from falcon_h1r.modeling import REMOTE_CODE_FILES
 
 # Falcon-H1R-7B shapes (facts file: paper Table 8 + checkpoint index).
 FALCON_H1R_7B = dict(
@@ -74,8 +75,8 @@ def test_in_tree_checkpoint_loads_unchanged_and_saves_as_remote_code(native_chec
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert config["model_type"] == "falcon_h1r"
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_falcon_h1r.FalconH1RForCausalLM"
-    for name in ("modeling_falcon_h1r.py", "configuration_falcon_h1r.py", "kernels_falcon_h1r.py"):
-        assert (tmp_path / "ours" / name).is_file()
+    for path in REMOTE_CODE_FILES:  # transformers copies the model file and, recursively, what it imports
+        assert (tmp_path / "ours" / path.name).read_bytes() == path.read_bytes()
     # importing falcon_h1r registered the Auto classes: no trust_remote_code needed locally
     assert isinstance(AutoConfig.from_pretrained(tmp_path / "ours"), FalconH1RConfig)
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "ours")

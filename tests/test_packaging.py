@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from falcon_h1r.modeling import REMOTE_CODE_FILES
+
 ROOT = Path(__file__).resolve().parents[1]
-REMOTE_CODE = ["configuration_falcon_h1r.py", "modeling_falcon_h1r.py", "kernels_falcon_h1r.py"]
+REMOTE_CODE = [path.name for path in REMOTE_CODE_FILES]
 
 
 def _lower_bounds() -> dict[str, str]:
@@ -39,4 +41,13 @@ def test_embedded_checkpoint_ships_the_modeling_files(name: str) -> None:
     assert shipped.read_bytes() == (ROOT / "modeling" / name).read_bytes(), (
         f"{shipped} differs from modeling/{name}; `trust_remote_code=True` on the embedded model runs the copy. "
         f"Fix: cp modeling/{name} falcon_h1r/tiny_model/"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "falcon_h1r/tiny_model").glob("*.yaml")))
+def test_embedded_checkpoint_ships_the_recipes_it_was_trained_with(name: str) -> None:
+    shipped = ROOT / "falcon_h1r/tiny_model" / name
+    assert shipped.read_bytes() == (ROOT / "training/recipes" / name).read_bytes(), (
+        f"{shipped} differs from training/recipes/{name}: the embedded model's folder must carry the recipe as run. "
+        "Fix: retrain with the changed recipe (TRAINING.md), or restore the recipe."
     )
