@@ -59,27 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from falcon_h1r import resolve_model
-    from falcon_h1r.eval.math import equivalent
+    from falcon_h1r.eval.math_grading import equivalent
     from falcon_h1r.inference.deepconf import DeepConfConfig, run_deepconf
     from falcon_h1r.inference.hf_backend import TransformersTraceGenerator
+    from falcon_h1r.inference.sampling import SamplingConfig
     from falcon_h1r.training.synthetic_task import problems
 
     torch.set_num_threads(args.threads)
     model = resolve_model(args.model)
-    gen = TransformersTraceGenerator.from_pretrained(
-        model,
-        device=args.device,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
+    sampling = SamplingConfig.from_options(
+        temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed
     )
-    offline_cfg = DeepConfConfig(
+    gen = TransformersTraceGenerator.from_pretrained(model, device=args.device, sampling=sampling)
+    offline_cfg = DeepConfConfig.from_options(
         mode="offline", budget=args.budget, eta=args.eta, window=args.window, confidence=args.confidence
     )
     etas = [float(e) for e in args.online_etas.split(",")] if args.online_etas else [args.eta]
     online_cfgs = {
-        eta: DeepConfConfig(
+        eta: DeepConfConfig.from_options(
             mode="online",
             budget=args.budget,
             warmup=args.warmup,

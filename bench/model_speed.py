@@ -114,7 +114,7 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
         ids = torch.randint(1, 1024, (batch, 16), generator=gen)
         kwargs = dict(max_new_tokens=256, min_new_tokens=256, do_sample=False, pad_token_id=0)
         if task.startswith("compiled"):
-            from falcon_h1r.inference.chat import compiled_decoding
+            from falcon_h1r.inference.loading import compiled_decoding
 
             kwargs.update(compiled_decoding())
 

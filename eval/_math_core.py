@@ -1,8 +1,9 @@
 """Answer extraction and math-verify grading, free of package imports.
 
-This file is imported by `falcon_h1r.eval.math` and is also run as a script (`python -I _math_core.py`) to
-serve grading requests from threads other than the main one (see `falcon_h1r.eval.math`). Keep it free of
-`falcon_h1r` imports: the worker must start without importing torch/transformers.
+This file is imported by `falcon_h1r.eval.math_grading` (and `falcon_h1r.eval.answers`) and is also run as a
+script (`python -I _math_core.py`) to serve grading requests from threads other than the main one (see
+`falcon_h1r.eval.math_grading`). Keep it free of `falcon_h1r` imports: the worker must start without importing
+torch/transformers.
 """
 
 from __future__ import annotations

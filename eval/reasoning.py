@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from lm_eval.api.filter import Filter
 
-from falcon_h1r.eval.math import strip_thinking
+from falcon_h1r import RECOMMENDED_SAMPLING
+from falcon_h1r.eval.answers import strip_thinking
 
-PROTOCOL_TEMPERATURE = 0.6
-PROTOCOL_TOP_P = 0.95
+PROTOCOL_TEMPERATURE = RECOMMENDED_SAMPLING["temperature"]
+PROTOCOL_TOP_P = RECOMMENDED_SAMPLING["top_p"]
 DEFAULT_MAX_GEN_TOKS = 32768
 
 

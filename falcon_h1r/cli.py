@@ -2,17 +2,19 @@
 
 The table maps a subcommand to `module:function`; the module is imported only when that subcommand
 runs, so `falcon-h1r --help` stays instant. Each function takes the remaining argv (list[str]) and
-returns an exit code; it builds its own parser with `prog="falcon-h1r <name>"`. Bad input (`ValueError`, whose
-messages name the problem and the fix, `UsageError` among them) and missing files or Hub repos (`OSError`) end in one
-line; FALCON_H1R_TRACEBACK=1 shows the traceback.
+returns an exit code; it builds its own parser with `falcon_h1r.subcommand_parser` (the shared `--model`).
+Nothing imports this module (it names the subcommands; they import the layers below). Bad input (`ValueError`,
+whose messages name the problem and the fix, `UsageError` among them) and missing files or Hub repos (`OSError`)
+end in one line; FALCON_H1R_TRACEBACK=1 shows the traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
+
+from falcon_h1r import __version__
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("falcon_h1r.inference.generate_cli:main", "generate text from a prompt (chat template, streaming)"),
@@ -47,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from falcon_h1r import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
@@ -67,17 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             message += " Fix: check the files, folders and Hub ids given (FALCON_H1R_TRACEBACK=1 shows the traceback)."
         print(f"falcon-h1r {name}: error: {message}", file=sys.stderr)
         return 2
-
-
-def subcommand_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """A parser for one subcommand, with the shared `--model` default (the embedded checkpoint)."""
-    parser = argparse.ArgumentParser(prog=f"falcon-h1r {name}", description=description)
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="checkpoint directory or Hub id (default: the embedded tiny Falcon-H1R)",
-    )
-    return parser
 
 
 if __name__ == "__main__":

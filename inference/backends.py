@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from falcon_h1r.inference.hf_backend import TransformersTraceGenerator
+from falcon_h1r.inference.sampling import SamplingConfig
+from falcon_h1r.inference.vllm_backend import VLLMTraceGenerator  # imports vllm only when one is built
+
 BACKENDS = ("transformers", "vllm")
 
 
@@ -11,11 +15,7 @@ def make_generator(
     backend: str,
     model: str,
     *,
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    top_k: int | None = None,
-    max_new_tokens: int | None = None,
-    seed: int | None = None,
+    sampling: SamplingConfig | None = None,
     device: str | None = None,
     dtype: str | None = None,
     tensor_parallel_size: int = 1,
@@ -23,30 +23,32 @@ def make_generator(
     max_batch: int | None = None,
     **engine_kwargs: Any,
 ):
-    """A `TraceGenerator` with a ``prompt_ids(question)`` method. ``max_new_tokens=None`` takes the
-    checkpoint's generation_config.max_new_tokens (transformers) or 65,536 (vLLM, the paper's budget)."""
-    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed}
+    """A `TraceGenerator` with a ``prompt_ids(question)`` method, sampling as `sampling` says (default:
+    `SamplingConfig()`; its max_new_tokens None is the checkpoint's generation_config.max_new_tokens, else
+    65,536, on both backends). ``device`` / ``max_batch`` are the transformers backend's; the parallel sizes and
+    ``engine_kwargs`` vLLM's."""
     if backend == "transformers":
-        from falcon_h1r.inference.hf_backend import TransformersTraceGenerator
-
-        gen = TransformersTraceGenerator.from_pretrained(
-            model, device=device, dtype=dtype, max_batch=max_batch, **sampling
+        if engine_kwargs:
+            raise ValueError(
+                f"vLLM engine arguments {sorted(engine_kwargs)} do nothing with the transformers backend. "
+                "Fix: drop them (--vllm-arg), or pass --backend vllm."
+            )
+        return TransformersTraceGenerator.from_pretrained(
+            model, device=device, dtype=dtype, sampling=sampling, max_batch=max_batch
         )
-        if max_new_tokens is None:
-            max_new_tokens = getattr(gen.model.generation_config, "max_new_tokens", None) or 4096
-        gen.max_new_tokens = max_new_tokens
-        return gen
     if backend == "vllm":
-        from falcon_h1r.inference.vllm_backend import VLLMTraceGenerator
-
+        if max_batch is not None or device is not None:
+            raise ValueError(
+                "--max-batch and --device are the transformers backend's; vLLM schedules its own batches on its own "
+                "device. Fix: drop them, or pass --backend transformers."
+            )
         if dtype:
             engine_kwargs["dtype"] = dtype
         return VLLMTraceGenerator(
             model,
-            max_new_tokens=max_new_tokens or 65536,
+            sampling=sampling,
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
-            **sampling,
             **engine_kwargs,
         )
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

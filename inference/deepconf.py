@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from falcon_h1r.inference.confidence import (
     CONFIDENCE_KINDS,
@@ -34,6 +34,7 @@ from falcon_h1r.inference.confidence import (
     running_group_confidences,
     trace_confidence,
 )
+from falcon_h1r.inference.sampling import config_from_options
 from falcon_h1r.inference.voting import (
     AnswerGrouper,
     Equivalence,
@@ -99,8 +100,9 @@ class TraceGenerator(Protocol):
 
     With ``threshold`` set, a trace stops once `ConfidenceTracker.add` says so (finish_reason
     LOW_CONFIDENCE). ``on_trace`` is called with each trace as it finishes; when it returns False, the
-    traces still running are cancelled and returned with finish_reason CANCELLED. Returns every trace
-    started, in any order.
+    traces still running are cancelled and returned with finish_reason CANCELLED. ``max_new_tokens`` is this
+    call's budget per trace (None: the generator's own; `run_deepconf` passes it only when its caller sets one).
+    Returns every trace started, in any order.
     """
 
     def generate(
@@ -112,6 +114,7 @@ class TraceGenerator(Protocol):
         threshold: float | None = None,
         min_stop_tokens: int | None = None,
         on_trace: Callable[[Trace], bool] | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Trace]: ...
 
 
@@ -127,6 +130,16 @@ class DeepConfConfig:
     min_stop_tokens: int | None = None  # online: fewest tokens before a trace may stop (None = window)
     batch_size: int | None = None  # online traces generated concurrently after warm-up (None = warmup)
     top_k_logprobs: int = TOP_K
+
+    @classmethod
+    def from_options(cls, **options: Any) -> DeepConfConfig:
+        """The config from user options (CLI flags, lm-eval model args as strings), the one way every caller
+        builds it: None keeps a field's default, strings are converted, ``warmup`` never exceeds ``budget``
+        (so a small ``--budget`` works with the default warm-up), and the result is validated."""
+        config = config_from_options(cls, options, "DeepConf")
+        config.warmup = min(config.warmup, config.budget)
+        config.validate()
+        return config
 
     def validate(self) -> None:
         if self.mode not in ("online", "offline"):
@@ -212,15 +225,18 @@ def run_deepconf(
     extractor: Extractor = math_extractor,
     equivalent: Equivalence = math_equivalent,
     progress: Callable[[list[Trace], str | None], None] | None = None,
+    max_new_tokens: int | None = None,
 ) -> DeepConfResult:
-    """Run DeepConf for one prompt. ``progress(traces_so_far, current_leader)`` is called per trace."""
+    """Run DeepConf for one prompt. ``progress(traces_so_far, current_leader)`` is called per trace;
+    ``max_new_tokens`` caps every trace of this run (None: the generator's budget)."""
     config.validate()
     annotate = _Annotator(config, extractor, equivalent)
+    token_cap = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     start = time.perf_counter()
     if config.mode == "offline":
-        result = _offline(generator, prompt_ids, config, annotate, progress)
+        result = _offline(generator, prompt_ids, config, annotate, progress, token_cap)
     else:
-        result = _online(generator, prompt_ids, config, annotate, progress)
+        result = _online(generator, prompt_ids, config, annotate, progress, token_cap)
     result.wall_time = time.perf_counter() - start
     result.voting = voting_variants(
         [t.answer for t in result.traces],
@@ -229,7 +245,7 @@ def run_deepconf(
     return result
 
 
-def _offline(generator, prompt_ids, config, annotate, progress) -> DeepConfResult:
+def _offline(generator, prompt_ids, config, annotate, progress, token_cap) -> DeepConfResult:
     done: list[Trace] = []
 
     def on_trace(trace: Trace) -> bool:
@@ -238,7 +254,7 @@ def _offline(generator, prompt_ids, config, annotate, progress) -> DeepConfResul
             progress(done, winner(tally([t.answer for t in done])))
         return True
 
-    traces = generator.generate(prompt_ids, config.budget, window=config.window, on_trace=on_trace)
+    traces = generator.generate(prompt_ids, config.budget, window=config.window, on_trace=on_trace, **token_cap)
     for t in traces:
         if t.confidence is None:
             annotate(t, "offline")
@@ -254,7 +270,7 @@ def _offline(generator, prompt_ids, config, annotate, progress) -> DeepConfResul
     return DeepConfResult(winner(votes), votes, traces, "offline", cut, 0.0, config)
 
 
-def _online(generator, prompt_ids, config, annotate, progress) -> DeepConfResult:
+def _online(generator, prompt_ids, config, annotate, progress, token_cap) -> DeepConfResult:
     traces: list[Trace] = []
 
     def add(trace: Trace, phase: str) -> None:
@@ -266,7 +282,7 @@ def _online(generator, prompt_ids, config, annotate, progress) -> DeepConfResult
             progress(traces, None)
         return True
 
-    warm = generator.generate(prompt_ids, config.warmup, window=config.window, on_trace=on_warmup)
+    warm = generator.generate(prompt_ids, config.warmup, window=config.window, on_trace=on_warmup, **token_cap)
     for t in warm:  # a backend that does not call on_trace
         if t.confidence is None:
             add(t, "warmup")
@@ -301,6 +317,7 @@ def _online(generator, prompt_ids, config, annotate, progress) -> DeepConfResult
             threshold=threshold,
             min_stop_tokens=config.min_stop_tokens,
             on_trace=on_trace,
+            **token_cap,
         )
         seen = {id(t) for t in traces[before:]}
         for t in wave:  # cancelled traces are returned without an on_trace call

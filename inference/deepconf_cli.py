@@ -7,51 +7,73 @@ trace's group confidence, coloured by answer, with the threshold.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
-from falcon_h1r.inference.backends import BACKENDS
-from falcon_h1r.inference.confidence import CONFIDENCE_KINDS, DEFAULT_WINDOW
-from falcon_h1r.inference.deepconf import DeepConfConfig, DeepConfResult, Trace
+from falcon_h1r import resolve_model, subcommand_parser
+from falcon_h1r.inference.backends import BACKENDS, make_generator
+from falcon_h1r.inference.confidence import CONFIDENCE_KINDS, running_group_confidences
+from falcon_h1r.inference.deepconf import DeepConfConfig, DeepConfResult, Trace, run_deepconf
+from falcon_h1r.inference.sampling import DEFAULT_MAX_NEW_TOKENS, SamplingConfig
+
+DEEPCONF = DeepConfConfig()  # the defaults the flags show
+SAMPLING = SamplingConfig()
+DEEPCONF_FLAGS = ("mode", "budget", "warmup", "eta", "window", "tau", "confidence", "min_stop_tokens", "batch_size")
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
 
 
 def build_parser():
-    from falcon_h1r.cli import subcommand_parser
-
     p = subcommand_parser("deepconf", "Answer a question with DeepConf: sample many reasoning traces, stop "
                           "low-confidence ones early, and take a confidence-weighted vote.")  # fmt: skip
     p.add_argument("question", help="the question (formatted with the model's chat template)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers", help="transformers (CPU/GPU) or vllm (GPU)")
-    p.add_argument("--mode", choices=("online", "offline"), default="online")
-    p.add_argument("--budget", type=int, default=512, help="most traces to sample (paper: 512)")
-    p.add_argument("--warmup", type=int, default=16, help="online: warm-up traces that set the threshold")
+    p.add_argument("--mode", choices=("online", "offline"), default=DEEPCONF.mode)
+    p.add_argument("--budget", type=int, default=DEEPCONF.budget, help="most traces to sample (paper: 512)")
+    p.add_argument("--warmup", type=int, default=DEEPCONF.warmup, help="online: warm-up traces that set the threshold")
     p.add_argument(
         "--eta",
         type=float,
-        default=10.0,
+        default=DEEPCONF.eta,
         help="percent of traces kept: 10 = DeepConf-low (threshold = 90th percentile of the warm-up lowest "
         "group confidences), 90 = DeepConf-high (10th percentile)",
     )
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="group-confidence window in tokens")
-    p.add_argument("--tau", type=float, default=0.95, help="online: stop once the leader has this vote share")
+    p.add_argument("--window", type=int, default=DEEPCONF.window, help="group-confidence window in tokens")
+    p.add_argument("--tau", type=float, default=DEEPCONF.tau, help="online: stop once the leader has this vote share")
     p.add_argument(
-        "--confidence", choices=CONFIDENCE_KINDS, default="lowest", help="offline: trace confidence to filter by"
+        "--confidence",
+        choices=CONFIDENCE_KINDS,
+        default=DEEPCONF.confidence,
+        help="offline: trace confidence to filter by",
     )
     p.add_argument(
         "--min-stop-tokens", type=int, default=None, help="online: tokens before a trace may stop (default: window)"
     )
     p.add_argument("--batch-size", type=int, default=None, help="online: traces sampled together after warm-up")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the checkpoint's generation config")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=SAMPLING.temperature)
+    p.add_argument("--top-p", type=float, default=SAMPLING.top_p)
+    p.add_argument("--top-k", type=int, default=SAMPLING.top_k)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=SAMPLING.max_new_tokens,
+        help=f"per trace (default: the checkpoint's generation_config.max_new_tokens, else {DEFAULT_MAX_NEW_TOKENS:,})",
+    )
+    p.add_argument("--seed", type=int, default=SAMPLING.seed)
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
     p.add_argument("--device", default=None, help="transformers: cpu / cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16")
     p.add_argument("--max-batch", type=int, default=None, help="transformers: most traces decoded at once")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
     p.add_argument("--data-parallel-size", type=int, default=1, help="vllm")
+    p.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=engine_arg,
+        help="vllm: another engine argument, e.g. gpu_memory_utilization=0.3 or max_model_len=8192 (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, votes, traces, tokens, ...)")
     p.add_argument("--plot", default=None, metavar="PNG", help="plot trace confidences to this PNG")
     return p
@@ -59,34 +81,24 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = DeepConfConfig(
-        mode=args.mode,
-        budget=args.budget,
-        warmup=min(args.warmup, args.budget),
-        eta=args.eta,
-        window=args.window,
-        tau=args.tau,
-        confidence=args.confidence,
-        min_stop_tokens=args.min_stop_tokens,
-        batch_size=args.batch_size,
-    )
     try:
-        config.validate()
+        config = DeepConfConfig.from_options(**{name: getattr(args, name) for name in DEEPCONF_FLAGS})
+        sampling = SamplingConfig.from_options(**{name: getattr(args, name) for name in SAMPLING_FLAGS})
     except ValueError as e:
         print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
         return 2
-
-    from falcon_h1r import resolve_model
-    from falcon_h1r.inference.deepconf import run_deepconf
-
     try:
-        generator = _generator(args, resolve_model(args.model))
+        generator = _generator(args, resolve_model(args.model), sampling)
     except ImportError as e:
         print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
         return 2
-    prompt_ids = generator.prompt_ids(args.question, args.system)
-    with _Progress(config.budget) as progress:
-        result = run_deepconf(generator, prompt_ids, config, progress=progress)
+    try:
+        prompt_ids = generator.prompt_ids(args.question, args.system)
+        with _Progress(config.budget) as progress:
+            result = run_deepconf(generator, prompt_ids, config, progress=progress)
+    finally:
+        if hasattr(generator, "close"):
+            generator.close()
     if args.plot:
         plot_confidences(result, args.plot)
     if args.json:
@@ -96,23 +108,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _generator(args, model: str):
-    from falcon_h1r.inference.backends import make_generator
-
+def _generator(args, model: str, sampling: SamplingConfig):
     return make_generator(
         args.backend,
         model,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
+        sampling=sampling,
         device=args.device,
         dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size,
         data_parallel_size=args.data_parallel_size,
         max_batch=args.max_batch,
+        **dict(args.vllm_arg),
     )
+
+
+def engine_arg(text: str) -> tuple[str, object]:
+    """KEY=VALUE -> (key, value), the value read as JSON where it parses (numbers, true/false) and as text otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. gpu_memory_utilization=0.3")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
 
 
 class _Progress:
@@ -179,8 +197,6 @@ def plot_confidences(result: DeepConfResult, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from falcon_h1r.inference.confidence import running_group_confidences
 
     answers = [v.answer for v in result.votes] + sorted(
         {t.answer for t in result.traces if t.answer is not None} - {v.answer for v in result.votes}

@@ -5,16 +5,22 @@ from __future__ import annotations
 import torch
 from transformers import TextStreamer
 
-from falcon_h1r.cli import subcommand_parser
-from falcon_h1r.inference.chat import chat_prompt, compiled_decoding, load_model_and_tokenizer
+from falcon_h1r import subcommand_parser
+from falcon_h1r.inference.loading import compiled_decoding, load_model_and_tokenizer
+from falcon_h1r.inference.prompting import chat_prompt, eos_token_ids
+from falcon_h1r.inference.sampling import SamplingConfig
+
+SAMPLING = SamplingConfig()
 
 
 def build_parser():
     parser = subcommand_parser("generate", "Generate a reply to PROMPT with the model's chat template, streamed.")
     parser.add_argument("prompt", help="the user message")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (model card default 0.6)")
-    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument(
+        "--temperature", type=float, default=SAMPLING.temperature, help="0 = greedy (model card default 0.6)"
+    )
+    parser.add_argument("--top-p", type=float, default=SAMPLING.top_p)
     parser.add_argument("--top-k", type=int, default=0, help="0 = off")
     parser.add_argument("--system", default=None, help="system prompt (default: the template's; '' for none)")
     parser.add_argument("--no-chat-template", action="store_true", help="send PROMPT as raw text")
@@ -39,18 +45,14 @@ def main(argv: list[str]) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, args.dtype, args.device)
     text = args.prompt if args.no_chat_template else chat_prompt(tokenizer, args.prompt, args.system)
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    sampling = (
-        dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k or None)
-        if args.temperature > 0
-        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
-    )
+    sampling = SamplingConfig(args.temperature, args.top_p, args.top_k or None, args.max_new_tokens, args.seed)
     streamer = None if args.no_stream else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=False)
     with torch.inference_mode():
         output = model.generate(
             **inputs,
-            max_new_tokens=args.max_new_tokens,
+            eos_token_id=sorted(eos_token_ids(tokenizer, model.generation_config)),
             streamer=streamer,
-            **sampling,
+            **sampling.generate_kwargs(),
             **(compiled_decoding(model.device) if args.compile else {}),
         )
     if args.no_stream:

@@ -16,6 +16,9 @@ import torch
 
 from falcon_h1r.inference.confidence import TOP_K, ConfidenceTracker, token_confidences_from_logits
 from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, Trace
+from falcon_h1r.inference.loading import load_model_and_tokenizer
+from falcon_h1r.inference.prompting import chat_prompt_ids, decode_trace, eos_token_ids
+from falcon_h1r.inference.sampling import SamplingConfig
 from falcon_h1r.modeling import CACHE_NAME
 
 
@@ -45,36 +48,6 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def eos_token_ids(model, tokenizer) -> set[int]:
-    """End-of-sequence ids from the generation config and the tokenizer (ChatML's <|im_end|> included)."""
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
-        eos = getattr(source, "eos_token_id", None) if source is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos:
-            ids.update(int(e) for e in eos)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
-    if im_end is not None:
-        ids.add(int(im_end))
-    if not ids:
-        raise ValueError("the tokenizer and generation config name no end-of-sequence token; set tokenizer.eos_token")
-    return ids
-
-
-def chat_prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
-    """Token ids of the chat-formatted prompt (the tokenizer's chat template, generation prompt added)."""
-    from falcon_h1r.inference.chat import chat_prompt
-
-    return tokenizer(chat_prompt(tokenizer, question, system), add_special_tokens=False)["input_ids"]
-
-
-def decode_trace(tokenizer, token_ids: list[int], eos_ids: set[int]) -> str:
-    """Text of a trace without its end-of-sequence token, keeping <think> markers (the grader needs them)."""
-    ids = token_ids[:-1] if token_ids and token_ids[-1] in eos_ids else token_ids
-    return tokenizer.decode(ids, skip_special_tokens=False)
-
-
 class TransformersTraceGenerator:
     """`TraceGenerator` over a transformers causal LM (our FalconH1R, or any model with a batch-selectable cache)."""
 
@@ -83,27 +56,20 @@ class TransformersTraceGenerator:
         model,
         tokenizer,
         *,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
-        top_k: int | None = None,
-        max_new_tokens: int = 2048,
-        seed: int | None = None,
+        sampling: SamplingConfig | None = None,
         top_k_logprobs: int = TOP_K,
         max_batch: int | None = None,
     ):
         self.model = model.eval()
         self.max_batch = max_batch  # most traces decoded together (None: all of a call at once)
         self.tokenizer = tokenizer
-        self.temperature = temperature
-        self.top_p = top_p
-        self.top_k = top_k
-        self.max_new_tokens = max_new_tokens
+        self.sampling = (sampling or SamplingConfig()).resolved(getattr(model, "generation_config", None))
         self.top_k_logprobs = top_k_logprobs
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.eos_ids = eos_token_ids(tokenizer, getattr(model, "generation_config", None))
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
-        if seed is not None:
-            self.generator.manual_seed(seed)
+        if self.sampling.seed is not None:
+            self.generator.manual_seed(self.sampling.seed)
         else:
             self.generator.seed()
 
@@ -111,21 +77,19 @@ class TransformersTraceGenerator:
     def from_pretrained(cls, path: str, *, device: str | None = None, dtype: str | None = None, **kwargs):
         """Load a checkpoint directory or Hub id (FalconH1R, or in-tree falcon_h1 weights) with its tokenizer.
         ``dtype=None`` is bfloat16 on CUDA and float32 on CPU."""
-        from falcon_h1r.inference.chat import load_model_and_tokenizer
-
         model, tokenizer = load_model_and_tokenizer(path, dtype=dtype or "auto", device=device)
         return cls(model, tokenizer, **kwargs)
 
     def prompt_ids(self, question: str, system: str | None = None) -> list[int]:
         return chat_prompt_ids(self.tokenizer, question, system)
 
-    def _end_reason(self, token: int, low_confidence: bool, n_tokens: int) -> str | None:
+    def _end_reason(self, token: int, low_confidence: bool, n_tokens: int, budget: int) -> str | None:
         """Why a trace ends after this token, or None; end-of-sequence wins over a stop on the same token."""
         if token in self.eos_ids:
             return FINISHED
         if low_confidence:
             return LOW_CONFIDENCE
-        if n_tokens >= self.max_new_tokens:
+        if n_tokens >= budget:
             return LENGTH
         return None
 
@@ -146,8 +110,10 @@ class TransformersTraceGenerator:
         threshold: float | None = None,
         min_stop_tokens: int | None = None,
         on_trace: Callable[[Trace], bool] | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Trace]:
         """`TraceGenerator.generate`, in chunks of at most ``max_batch`` traces (none started after a cancel)."""
+        budget = max_new_tokens or self.sampling.max_new_tokens
         chunk = self.max_batch or max(n, 1)
         cancelled = False
 
@@ -161,11 +127,12 @@ class TransformersTraceGenerator:
         for start in range(0, n, chunk):
             if cancelled:
                 break
-            traces += self._generate_batch(prompt_ids, min(chunk, n - start), window, threshold, min_stop_tokens, watch)
+            n_chunk = min(chunk, n - start)
+            traces += self._generate_batch(prompt_ids, n_chunk, window, threshold, min_stop_tokens, watch, budget)
         return traces
 
     @torch.inference_mode()
-    def _generate_batch(self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace) -> list[Trace]:
+    def _generate_batch(self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace, budget) -> list[Trace]:
         if not prompt_ids:
             raise ValueError("empty prompt: DeepConf needs at least one prompt token")
         if n < 1:
@@ -182,10 +149,11 @@ class TransformersTraceGenerator:
         trackers = [ConfidenceTracker(window, threshold, min_stop_tokens) for _ in range(n)]
         traces: list[Trace] = []
         cancelled = False
+        cfg = self.sampling
         while active:
             conf = token_confidences_from_logits(logits, self.top_k_logprobs).tolist()
             nxt = sample_next(
-                logits, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, generator=self.generator
+                logits, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, generator=self.generator
             )
             nxt_list = nxt.tolist()
             keep_rows: list[int] = []
@@ -193,7 +161,7 @@ class TransformersTraceGenerator:
                 tok = nxt_list[row]
                 tokens[i].append(tok)
                 low = trackers[i].add(conf[row])
-                reason = self._end_reason(tok, low, len(tokens[i]))
+                reason = self._end_reason(tok, low, len(tokens[i]), budget)
                 if reason is None:
                     keep_rows.append(row)
                     continue

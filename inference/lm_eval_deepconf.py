@@ -17,29 +17,23 @@ trace length unless ``max_new_tokens`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from falcon_h1r import resolve_model
+from falcon_h1r.inference.backends import make_generator
 from falcon_h1r.inference.deepconf import DeepConfConfig, run_deepconf
+from falcon_h1r.inference.sampling import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-_INTS = {"budget", "warmup", "window", "max_new_tokens", "seed", "top_k", "min_stop_tokens", "tensor_parallel_size",
-         "data_parallel_size", "deepconf_batch_size"}  # fmt: skip
-_FLOATS = {"eta", "tau", "temperature", "top_p"}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if value is None or value == "None":
-        return None
-    if name in _INTS:
-        return int(value)
-    if name in _FLOATS:
-        return float(value)
-    return value
+DEEPCONF_ARGS = {f.name for f in dataclasses.fields(DeepConfConfig)} - {"batch_size"}  # lm-eval owns batch_size
+SAMPLING_ARGS = {f.name for f in dataclasses.fields(SamplingConfig)}
+EVAL_SEED = 0  # an evaluation samples reproducibly unless told otherwise (`seed=None` draws a fresh seed)
 
 
 @register_model("falcon_h1r_deepconf")
@@ -48,20 +42,7 @@ class DeepConfLM(LM):
         self,
         pretrained: str | None = None,
         backend: str = "transformers",
-        mode: str = "online",
-        budget: int = 64,
-        warmup: int = 16,
-        eta: float = 10.0,
-        window: int = 2048,
-        tau: float = 0.95,
-        confidence: str = "lowest",
-        min_stop_tokens: int | None = None,
         deepconf_batch_size: int | None = None,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
-        top_k: int | None = None,
-        max_new_tokens: int | None = None,
-        seed: int | None = 0,
         device: str | None = None,
         dtype: str | None = None,
         tensor_parallel_size: int = 1,
@@ -69,41 +50,31 @@ class DeepConfLM(LM):
         system: str | None = None,
         batch_size: Any = None,  # lm-eval's; DeepConf batches the traces of one question itself
         max_batch_size: Any = None,
-        **unused: Any,
+        **options: Any,
     ):
+        """DeepConf options (mode, budget, warmup, eta, window, tau, confidence, min_stop_tokens, and
+        deepconf_batch_size for DeepConf's batch_size) and sampling options (temperature, top_p, top_k,
+        max_new_tokens, seed) take the same defaults as `falcon-h1r deepconf`, except seed (EVAL_SEED)."""
         super().__init__()
+        unused = sorted(set(options) - DEEPCONF_ARGS - SAMPLING_ARGS)
         if unused:
-            log.warning("falcon_h1r_deepconf ignores model args %s", sorted(unused))
-        from falcon_h1r import resolve_model
-        from falcon_h1r.inference.backends import make_generator
-
-        a = {k: _coerce(k, v) for k, v in locals().items() if k in _INTS | _FLOATS}
-        self.config = DeepConfConfig(
-            mode=mode,
-            budget=a["budget"],
-            warmup=min(a["warmup"], a["budget"]),
-            eta=a["eta"],
-            window=a["window"],
-            tau=a["tau"],
-            confidence=confidence,
-            min_stop_tokens=a["min_stop_tokens"],
-            batch_size=a["deepconf_batch_size"],
+            log.warning("falcon_h1r_deepconf ignores model args %s", unused)
+        self.config = DeepConfConfig.from_options(
+            **{k: v for k, v in options.items() if k in DEEPCONF_ARGS}, batch_size=deepconf_batch_size
         )
-        self.config.validate()
-        self.max_new_tokens = a["max_new_tokens"]
+        sampling = SamplingConfig.from_options(
+            **{"seed": EVAL_SEED, **{k: v for k, v in options.items() if k in SAMPLING_ARGS}}
+        )
+        self.max_new_tokens = sampling.max_new_tokens  # None: each request's max_gen_toks caps its traces
         self.system = system
         self.generator = make_generator(
             backend,
             resolve_model(pretrained),
-            temperature=a["temperature"],
-            top_p=a["top_p"],
-            top_k=a["top_k"],
-            max_new_tokens=a["max_new_tokens"],
-            seed=a["seed"],
+            sampling=sampling,
             device=device,
             dtype=dtype,
-            tensor_parallel_size=a["tensor_parallel_size"],
-            data_parallel_size=a["data_parallel_size"],
+            tensor_parallel_size=int(tensor_parallel_size),
+            data_parallel_size=int(data_parallel_size),
         )
         self.tokenizer = self.generator.tokenizer
         self._model_name = str(pretrained)
@@ -136,9 +107,10 @@ class DeepConfLM(LM):
         outputs: list[str] = []
         for request in tqdm(requests, disable=disable_tqdm, desc="DeepConf"):
             context, gen_kwargs = request.args
+            cap = None
             if self.max_new_tokens is None and isinstance(gen_kwargs, dict) and gen_kwargs.get("max_gen_toks"):
-                self.generator.max_new_tokens = int(gen_kwargs["max_gen_toks"])
-            result = run_deepconf(self.generator, self._prompt_ids(context), self.config)
+                cap = int(gen_kwargs["max_gen_toks"])
+            result = run_deepconf(self.generator, self._prompt_ids(context), self.config, max_new_tokens=cap)
             self.results.append(
                 {
                     "answer": result.answer,

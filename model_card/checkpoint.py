@@ -7,12 +7,15 @@ and the presence of the remote-code files differ. The config is handled as a pla
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+from falcon_h1r import resolve_model
 from falcon_h1r.model_card.safetensors_io import CheckpointError, TensorEntry
+from falcon_h1r.modeling import AUTO_MAP, REMOTE_CODE_FILES
 
 ARCHITECTURES = {"falcon_h1": "FalconH1ForCausalLM", "falcon_h1r": "FalconH1RForCausalLM"}
 # Files a tokenizer may consist of (any subset); copied verbatim.
@@ -50,6 +53,14 @@ def resolve_checkpoint(path_or_repo: str | Path) -> Path:
         ) from exc
 
 
+def checkpoint_argument(positional: str | None, model: str | None, parser: argparse.ArgumentParser) -> Path:
+    """The checkpoint a `card` / `publish` / `convert` command names: its positional argument or `--model` (not
+    two different ones); neither is the embedded checkpoint. A local folder, or a Hub id downloaded."""
+    if positional and model and positional != model:
+        parser.error("give the checkpoint either as the positional argument or as --model, not both")
+    return resolve_checkpoint(positional or resolve_model(model))
+
+
 def load_config(folder: str | Path) -> dict[str, Any]:
     """config.json of a Falcon-H1 / Falcon-H1R checkpoint as a dict; refuses other model types."""
     path = Path(folder) / "config.json"
@@ -69,9 +80,8 @@ def load_config(folder: str | Path) -> dict[str, Any]:
 
 
 def remote_code() -> tuple[list[Path], dict[str, str]]:
-    """The modeling files to ship next to the weights and the auto_map that points at them."""
-    from falcon_h1r.modeling import AUTO_MAP, REMOTE_CODE_FILES
-
+    """The modeling files to ship next to the weights and the auto_map that points at them (modeling's own, the
+    one `save_pretrained` writes)."""
     return [Path(p) for p in REMOTE_CODE_FILES], dict(AUTO_MAP)
 
 

@@ -6,10 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from falcon_h1r import subcommand_parser
+from falcon_h1r.model_card.card import CardOptions, render_card
+from falcon_h1r.model_card.checkpoint import checkpoint_argument
+from falcon_h1r.model_card.publish import PublishError, publish
+from falcon_h1r.model_card.safetensors_io import CheckpointError
+from falcon_h1r.model_card.validate import StagedFolderError
+
 
 def _checkpoint_parser(name: str, description: str) -> argparse.ArgumentParser:
-    from falcon_h1r.cli import subcommand_parser
-
     parser = subcommand_parser(name, description)
     parser.add_argument(
         "checkpoint", nargs="?", default=None, help="checkpoint folder or Hub id (same as --model; default: embedded)"
@@ -24,18 +29,7 @@ def _checkpoint_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    from falcon_h1r import resolve_model
-    from falcon_h1r.model_card.checkpoint import resolve_checkpoint
-
-    if args.checkpoint and args.model and args.checkpoint != args.model:
-        parser.error("give the checkpoint either as CHECKPOINT or as --model, not both")
-    return resolve_checkpoint(resolve_model(args.checkpoint or args.model))
-
-
 def _options(args: argparse.Namespace, repo_id: str | None):
-    from falcon_h1r.model_card.card import CardOptions
-
     return CardOptions(
         repo_id=repo_id,
         license=args.license,
@@ -51,11 +45,10 @@ def card_main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", default=None, help="write the card here (default: print it)")
     parser.add_argument("--repo-id", default=None, help="Hub id used in the usage snippets (default: your-org/NAME)")
     args = parser.parse_args(argv)
-    from falcon_h1r.model_card.card import render_card
-    from falcon_h1r.model_card.safetensors_io import CheckpointError
-
     try:
-        text = render_card(_checkpoint(args, parser), args.results, _options(args, args.repo_id))
+        text = render_card(
+            checkpoint_argument(args.checkpoint, args.model, parser), args.results, _options(args, args.repo_id)
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"falcon-h1r card: error: {exc}", file=sys.stderr)
         return 1
@@ -81,13 +74,9 @@ def publish_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved `hf auth login`)")
     args = parser.parse_args(argv)
-    from falcon_h1r.model_card.publish import PublishError, publish
-    from falcon_h1r.model_card.safetensors_io import CheckpointError
-    from falcon_h1r.model_card.validate import StagedFolderError
-
     try:
         publish(
-            _checkpoint(args, parser),
+            checkpoint_argument(args.checkpoint, args.model, parser),
             args.repo_id,
             private=args.private,
             revision=args.revision,

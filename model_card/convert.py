@@ -1,4 +1,6 @@
-"""`falcon-h1r convert SRC DST [--to falcon_h1r|falcon_h1]`: switch a checkpoint between the two layouts.
+"""`falcon-h1r convert [SRC] DST [--to falcon_h1r|falcon_h1]`: switch a checkpoint between the two layouts.
+
+SRC (or `--model`, as in every subcommand) defaults to the embedded checkpoint.
 
 - `falcon_h1r` (default): our remote-code layout: config model_type `falcon_h1r`, architectures
   `FalconH1RForCausalLM`, `auto_map`, and the modeling files copied next to the weights, so the folder loads
@@ -13,16 +15,16 @@ buffer, so a 7B conversion needs no more RAM than a tiny one, and the round trip
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
 
+from falcon_h1r import subcommand_parser
 from falcon_h1r.model_card.checkpoint import (
+    checkpoint_argument,
     copy_tokenizer_and_generation,
     load_config,
     remote_code,
-    resolve_checkpoint,
     rewrite_config,
     write_config,
 )
@@ -77,13 +79,17 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="falcon-h1r convert",
-        description="Convert a checkpoint between transformers' in-tree falcon_h1 layout and the falcon_h1r "
-        "remote-code layout (weights copied byte for byte; round trip is bit-exact).",
+    parser = subcommand_parser(
+        "convert",
+        "Convert a checkpoint between transformers' in-tree falcon_h1 layout and the falcon_h1r remote-code layout "
+        "(weights copied byte for byte; round trip is bit-exact).",
     )
     parser.add_argument(
-        "src", help="checkpoint folder (config.json + safetensors weights) or Hub id, e.g. tiiuae/Falcon-H1R-7B"
+        "src",
+        nargs="?",
+        default=None,
+        help="checkpoint folder (config.json + safetensors weights) or Hub id, e.g. tiiuae/Falcon-H1R-7B "
+        "(same as --model; default: the embedded checkpoint)",
     )
     parser.add_argument("dst", help="output folder (must not exist or be empty, unless --overwrite)")
     parser.add_argument(
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty destination folder")
     args = parser.parse_args(argv)
     try:
-        src = resolve_checkpoint(args.src)
+        src = checkpoint_argument(args.src, args.model, parser)
         out = convert(src, args.dst, to=args.to, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     except (CheckpointError, FileExistsError, ValueError) as exc:
         print(f"falcon-h1r convert: error: {exc}", file=sys.stderr)

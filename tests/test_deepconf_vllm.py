@@ -15,7 +15,6 @@ import torch
 
 from falcon_h1r.inference.confidence import token_confidences_from_logits
 from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE
-from falcon_h1r.inference.hf_backend import decode_trace
 from falcon_h1r.inference.vllm_backend import (
     StreamingTrace,
     VLLMTraceGenerator,
@@ -128,8 +127,7 @@ def stand_in_generator(engine: StandInEngine) -> VLLMTraceGenerator:
     gen.engine, gen.k, gen.eos_ids = engine, 20, {engine.eos}
     gen._loop = asyncio.new_event_loop()
     gen._counter = itertools.count()
-    gen._params = lambda n, streamed: SimpleNamespace(n=n, streamed=streamed)
-    gen._decode_trace = decode_trace
+    gen._params = lambda n, streamed, max_new_tokens=None: SimpleNamespace(n=n, streamed=streamed)
     gen.tokenizer = SimpleNamespace(decode=lambda ids, skip_special_tokens: " ".join(map(str, ids)))
     return gen
 

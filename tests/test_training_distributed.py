@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from falcon_h1r.training import common, sft
+from falcon_h1r.training import recipe_run, sft
 from falcon_h1r.training.tiny import MICRO_CONFIG, build_tiny_model
 
-RECIPES = Path(common.__file__).resolve().parent / "recipes"
+RECIPES = Path(recipe_run.__file__).resolve().parent / "recipes"
 
 
 def free_port() -> int:

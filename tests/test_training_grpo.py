@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from falcon_h1r.training import common, grpo
+from falcon_h1r.training import grpo, recipe_run
 from falcon_h1r.training.tiny import MICRO_CONFIG, build_tiny_model
 
-RECIPES = Path(common.__file__).resolve().parent / "recipes"
+RECIPES = Path(recipe_run.__file__).resolve().parent / "recipes"
 
 
 @pytest.fixture(scope="module")

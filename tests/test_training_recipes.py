@@ -10,17 +10,17 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
-from falcon_h1r.training import common
+from falcon_h1r.training import recipe_run
 from falcon_h1r.training.grpo import GRPOScriptArguments
 from falcon_h1r.training.tokenizer import CHAT_TEMPLATE_PATH
 
-RECIPES = Path(common.__file__).resolve().parent / "recipes"
-SFT_TYPES = (common.FalconScriptArguments, SFTConfig, ModelConfig)
+RECIPES = Path(recipe_run.__file__).resolve().parent / "recipes"
+SFT_TYPES = (recipe_run.FalconScriptArguments, SFTConfig, ModelConfig)
 GRPO_TYPES = (GRPOScriptArguments, GRPOConfig, ModelConfig)
 
 
 def build(types, name: str, *overrides: str):
-    return common.parse(types, ["--config", str(RECIPES / name), *overrides], "test")
+    return recipe_run.parse(types, ["--config", str(RECIPES / name), *overrides], "test")
 
 
 def build_gpu_recipe(types, name: str):
@@ -37,7 +37,7 @@ def test_7b_sft_recipe_matches_the_paper():
     assert args.weight_decay == 0.01 and args.max_grad_norm == 1.0 and args.max_length == 36864
     assert args.packing and args.packing_strategy == "bfd" and args.assistant_only_loss
     assert 8 * args.per_device_train_batch_size * args.gradient_accumulation_steps == 512
-    assert common.resolve_chat_template_path(args.chat_template_path) == str(CHAT_TEMPLATE_PATH)
+    assert recipe_run.resolve_chat_template_path(args.chat_template_path) == str(CHAT_TEMPLATE_PATH)
     assert script.dataset_name
 
 

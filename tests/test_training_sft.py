@@ -18,10 +18,10 @@ from safetensors.torch import load_file
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from falcon_h1r.modeling import FalconH1RForCausalLM
-from falcon_h1r.training import common, data, sft
+from falcon_h1r.training import data, recipe_run, sft
 from falcon_h1r.training.tiny import MICRO_CONFIG, build_tiny_model
 
-RECIPES = Path(common.__file__).resolve().parent / "recipes"
+RECIPES = Path(recipe_run.__file__).resolve().parent / "recipes"
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +78,10 @@ def _trainer(init: Path, out: Path, dataset, **overrides) -> SFTTrainer:
     )
     model_args = ModelConfig(model_name_or_path=str(init), dtype="float32")
     return SFTTrainer(
-        model=common.load_model(model_args),
+        model=recipe_run.load_model(model_args),
         args=args,
         train_dataset=dataset,
-        processing_class=common.load_tokenizer(model_args),
+        processing_class=recipe_run.load_tokenizer(model_args),
     )
 
 
@@ -164,7 +164,7 @@ def test_lora_fine_tune_saves_merges_and_reloads(micro_init, tmp_path):
     )
     assert sft.main(args) == 0
     adapter_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert set(adapter_config["target_modules"]) == set(common.SAFE_LORA_TARGETS)
+    assert set(adapter_config["target_modules"]) == set(recipe_run.SAFE_LORA_TARGETS)
 
     ids = torch.tensor([[1, 40, 41, 42, 43, 2, 44, 45]])
     base = FalconH1RForCausalLM.from_pretrained(micro_init).eval()
@@ -179,4 +179,4 @@ def test_lora_fine_tune_saves_merges_and_reloads(micro_init, tmp_path):
 
 def test_lora_refuses_unsafe_targets():
     with pytest.raises(ValueError, match="out_proj"):
-        common.peft_config(ModelConfig(use_peft=True, lora_target_modules=["in_proj", "out_proj"]))
+        recipe_run.peft_config(ModelConfig(use_peft=True, lora_target_modules=["in_proj", "out_proj"]))

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from vllm_support import ENGINE_KWARGS, gate_order_checkpoint, transformers_greedy
@@ -108,3 +110,33 @@ def test_a_checkpoint_vllm_would_serve_wrongly_is_refused(tmp_path, capfd) -> No
     logs = "".join(capfd.readouterr())
     assert "vLLM cannot serve this checkpoint faithfully: mamba_norm_before_gate=True" in logs
     assert "Fix: serve it with transformers" in logs
+
+
+STOCK_VLLM = """
+import sys
+from vllm import LLM, SamplingParams
+from vllm_support import ENGINE_KWARGS
+
+if __name__ == "__main__":
+    llm = LLM(sys.argv[1], seed=0, trust_remote_code=True, **ENGINE_KWARGS)
+    params = SamplingParams(temperature=0.0, max_tokens=16, ignore_eos=True)
+    print("TOKENS", [list(o.outputs[0].token_ids) for o in llm.generate([{"prompt_token_ids": [5, 6, 7]}], params)])
+"""
+
+
+def _stock_vllm(folder, tmp_path) -> subprocess.CompletedProcess:
+    """vLLM as where falcon-h1r is not installed: no general plugins (VLLM_PLUGINS names none of them)."""
+    script = tmp_path / "stock_vllm.py"
+    script.write_text(STOCK_VLLM)
+    env = {**os.environ, "VLLM_PLUGINS": "none", "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.run(
+        [sys.executable, str(script), str(folder)], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_without_the_plugin_vllms_generic_fallback_is_refused(checkpoint, tmp_path) -> None:
+    """Stock vLLM does not know FalconH1RForCausalLM and falls back to its generic Transformers backend, which would
+    run our remote code without the Mamba states and answer wrong tokens; the remote code refuses that."""
+    result = _stock_vllm(checkpoint, tmp_path)
+    assert result.returncode != 0
+    assert "vLLM's generic Transformers backend cannot run Falcon-H1R" in result.stdout + result.stderr

@@ -11,7 +11,7 @@ import torch
 
 import falcon_h1r
 from falcon_h1r import FalconH1RConfig, FalconH1RForCausalLM
-from falcon_h1r.model_card.vllm_plugin import HYBRID_ENGINE_DEFAULTS
+from falcon_h1r.inference.vllm_backend import HYBRID_ENGINE_DEFAULTS
 
 # vLLM-CPU reserves gpu_memory_utilization (default 0.92) of the machine's memory for its KV cache; a test engine
 # needs far less, and several run one after another.
@@ -25,12 +25,11 @@ ENGINE_KWARGS = {
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
 
 
-def gate_order_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """The embedded model's architecture and tokenizer with random weights and `mamba_norm_before_gate: false`, the
-    published Falcon-H1 family's setting (the one vLLM implements)."""
+def gate_order_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path:
+    """The embedded model's architecture (changed by `overrides`) and tokenizer with random weights and
+    `mamba_norm_before_gate: false`, the published Falcon-H1 family's setting (the one vLLM implements)."""
     src = falcon_h1r.tiny_model_path()
-    config = FalconH1RConfig.from_pretrained(src)
-    config.mamba_norm_before_gate = False
+    config = FalconH1RConfig.from_pretrained(src, mamba_norm_before_gate=False, **overrides)
     torch.manual_seed(seed)
     model = FalconH1RForCausalLM(config).eval()
     with torch.no_grad():  # dt_bias / A_log away from their constant inits, so the SSM path matters

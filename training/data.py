@@ -114,10 +114,12 @@ def to_grpo_prompt(row: dict, answer_column: str | None = None) -> dict:
     return out
 
 
-def _load(name: str, config: str | None, split: str):
+def _load(name: str, config: str | None, split: str, num_examples: int | None) -> Dataset:
+    """A Hub / local dataset split, cut to its first `num_examples` rows when given."""
     from datasets import load_dataset
 
-    return load_dataset(name, config, split=split)
+    ds = load_dataset(name, config, split=split)
+    return ds if num_examples is None else ds.select(range(min(num_examples, len(ds))))
 
 
 def _require_rows(ds: Dataset, name: str, split: str) -> Dataset:
@@ -131,9 +133,7 @@ def load_sft_dataset(
 ) -> Dataset:
     if name == SYNTHETIC:
         return _require_rows(synthetic_sft(split, num_examples or 10_000, seed), name, split)
-    ds = _load(name, config, split)
-    if num_examples is not None:
-        ds = ds.select(range(min(num_examples, len(ds))))
+    ds = _load(name, config, split, num_examples)
     if "messages" not in ds.column_names:
         ds = ds.map(to_sft_messages, remove_columns=ds.column_names)
     return _require_rows(ds, name, split)
@@ -149,9 +149,7 @@ def load_grpo_dataset(
 ) -> Dataset:
     if name == SYNTHETIC:
         return _require_rows(synthetic_grpo(split, num_examples or 2_000, seed), name, split)
-    ds = _load(name, config, split)
-    if num_examples is not None:
-        ds = ds.select(range(min(num_examples, len(ds))))
+    ds = _load(name, config, split, num_examples)
     ds = ds.map(
         lambda row: to_grpo_prompt(row, answer_column),
         remove_columns=["messages"] if "messages" in ds.column_names else None,

@@ -3,8 +3,10 @@
     python -m falcon_h1r.training.evaluate_tiny --model runs/tiny-sft --n 500 --samples 8 --json out.json
 
 Greedy accuracy; with k samples per problem at the model's recommended sampling (temperature 0.6, top_p 0.95):
-mean sampled accuracy, plain majority vote of k and pass@k. Graded by `falcon_h1r.eval.math.is_correct` (the
-GRPO reward's grader); broken down by number of steps and by whether a multiplication occurs.
+mean sampled accuracy, majority vote of k and pass@k, the lm-eval tasks' avg@k / maj@k / pass@k
+(`falcon_h1r.eval.metrics.sample_metrics`: answers grouped by math equivalence). Graded by
+`falcon_h1r.eval.math.is_correct` (the GRPO reward's grader); broken down by number of steps and by whether a
+multiplication occurs.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ import time
 from collections import defaultdict
 
 import torch
+from transformers import AutoTokenizer
 
+from falcon_h1r import RECOMMENDED_SAMPLING
+from falcon_h1r.eval.answers import extract_boxed_answer
+from falcon_h1r.eval.math_grading import equivalent, is_correct
+from falcon_h1r.eval.metrics import sample_metrics
+from falcon_h1r.modeling import FalconH1RForCausalLM
 from falcon_h1r.training import synthetic_task
 
 
 def generate(model, tokenizer, questions: list[str], do_sample: bool, batch_size: int, max_new_tokens: int, **kw):
     prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        for q in questions
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        for question in questions
     ]
     tokenizer.padding_side = "left"
     out: list[str] = []
@@ -54,27 +64,10 @@ def _mean_by_bucket(problems: list[dict], values: list[float]) -> dict[str, floa
 
 
 def grade(problems: list[dict], responses: list[str]) -> list[int]:
-    from falcon_h1r.eval.math import is_correct
-
     return [int(is_correct(r, p["answer"])) for p, r in zip(problems, responses, strict=True)]
 
 
-def majority_correct(problem: dict, responses: list[str]) -> int:
-    """Plain majority vote over the extracted \\boxed{} answers (ties: the first answer to reach the count)."""
-    from falcon_h1r.eval.math import extract_boxed_answer
-
-    answers = [a for a in (extract_boxed_answer(r) for r in responses) if a is not None]
-    if not answers:
-        return 0
-    winner = max(answers, key=answers.count)
-    return int(winner.strip() == problem["answer"])
-
-
 def evaluate(model_dir: str, n: int = 500, samples: int = 1, batch_size: int = 250, seed: int = 0) -> dict:
-    from transformers import AutoTokenizer
-
-    from falcon_h1r.modeling import FalconH1RForCausalLM
-
     model = FalconH1RForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     problems = synthetic_task.problems("eval", n)
@@ -84,7 +77,8 @@ def evaluate(model_dir: str, n: int = 500, samples: int = 1, batch_size: int = 2
     result = {"model": model_dir, "n": n, "greedy": _mean_by_bucket(problems, grade(problems, greedy))}
     result["examples"] = [{"question": q, "response": r} for q, r in zip(questions[:3], greedy[:3])]
     gen = model.generation_config
-    temperature, top_p = gen.temperature or 0.6, gen.top_p or 0.95
+    temperature = gen.temperature or RECOMMENDED_SAMPLING["temperature"]
+    top_p = gen.top_p or RECOMMENDED_SAMPLING["top_p"]
     if samples:
         torch.manual_seed(seed)
         runs = [
@@ -92,11 +86,13 @@ def evaluate(model_dir: str, n: int = 500, samples: int = 1, batch_size: int = 2
             for _ in range(samples)
         ]
         correct = [grade(problems, run) for run in runs]
-        per_problem = [[c[i] for c in correct] for i in range(n)]
-        result["sampled_mean"] = _mean_by_bucket(problems, [sum(c) / samples for c in per_problem])
-        result[f"pass@{samples}"] = _mean_by_bucket(problems, [float(any(c)) for c in per_problem])
-        votes = [majority_correct(p, [run[i] for run in runs]) for i, p in enumerate(problems)]
-        result[f"majority@{samples}"] = _mean_by_bucket(problems, votes)
+        metrics = [
+            sample_metrics([c[i] for c in correct], [extract_boxed_answer(run[i]) for run in runs], same=equivalent)
+            for i in range(len(problems))
+        ]
+        result["sampled_mean"] = _mean_by_bucket(problems, [m["avg@k"] for m in metrics])
+        result[f"pass@{samples}"] = _mean_by_bucket(problems, [m["pass@k"] for m in metrics])
+        result[f"majority@{samples}"] = _mean_by_bucket(problems, [m["maj@k"] for m in metrics])
     result["sampling"] = {"temperature": temperature, "top_p": top_p, "samples_per_problem": samples}
     result["seconds"] = round(time.time() - t0, 1)
     return result

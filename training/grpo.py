@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from falcon_h1r.training import common, data, rewards
+from falcon_h1r.model_card.publish import publish as publish_checkpoint
+from falcon_h1r.training import data, recipe_run, rewards
 
 
 @dataclass
-class GRPOScriptArguments(common.FalconScriptArguments):
+class GRPOScriptArguments(recipe_run.FalconScriptArguments):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["math_accuracy", "format"],
         metadata={"help": f"reward functions by name, from {sorted(rewards.REWARD_FUNCS)}"},
@@ -29,7 +30,7 @@ class GRPOScriptArguments(common.FalconScriptArguments):
 
 
 def build_trainer(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer:
-    common.set_threads(script_args.torch_threads)
+    recipe_run.set_threads(script_args.torch_threads)
     train = data.load_grpo_dataset(
         script_args.dataset_name,
         script_args.dataset_train_split,
@@ -39,18 +40,13 @@ def build_trainer(script_args: GRPOScriptArguments, training_args: GRPOConfig, m
         script_args.answer_column,
     )
     return GRPOTrainer(
-        model=common.load_model(model_args, training_args.trust_remote_code),
+        **recipe_run.trainer_inputs(model_args, training_args),
         reward_funcs=rewards.get_reward_funcs(script_args.reward_funcs),
-        args=training_args,
         train_dataset=train,
-        processing_class=common.load_tokenizer(model_args, training_args.trust_remote_code),
-        peft_config=common.peft_config(model_args),
     )
 
 
 def publish(script_args: GRPOScriptArguments, checkpoint_dir: str) -> None:
-    from falcon_h1r.model_card.publish import publish as publish_checkpoint  # lazy: hub tooling is optional here
-
     publish_checkpoint(
         checkpoint_dir,
         repo_id=script_args.publish_repo_id,
@@ -60,7 +56,7 @@ def publish(script_args: GRPOScriptArguments, checkpoint_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    script_args, training_args, model_args = common.parse(
+    script_args, training_args, model_args = recipe_run.parse(
         (GRPOScriptArguments, GRPOConfig, ModelConfig), argv, "falcon-h1r grpo"
     )
     if script_args.dataset_name is None:
@@ -68,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "falcon-h1r grpo: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
         )
     trainer = build_trainer(script_args, training_args, model_args)
-    common.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
+    recipe_run.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
     if script_args.publish_repo_id and trainer.accelerator.is_main_process:
         publish(script_args, training_args.output_dir)
     return 0

@@ -1,8 +1,10 @@
 """GRPO reward functions with TRL's signature: ``f(completions, **columns) -> list[float | None]``.
 
 One grader serves the reward and the evaluation metric: math goes through `falcon_h1r.eval.math.is_correct`,
-code through the LiveCodeBench judge `falcon_h1r.eval.livecodebench.grade`. A reward returns None for a row it
-cannot judge (no gold answer / no tests, a grader error or timeout); TRL turns None into NaN and ignores it.
+code through `falcon_h1r.eval.livecodebench.grade_response`, the very functions the lm-eval tasks score with
+(thinking stripped the same way: the answer is what follows the last `</think>`, and a response still inside
+`<think>` has none). A reward returns None for a row it cannot judge (no gold answer / no tests, malformed
+tests, a grader error or timeout); TRL turns None into NaN and ignores it.
 
 Threads and processes: math-verify bounds its work with SIGALRM, which only works on a main thread;
 `is_correct` grades in-process there and hands other threads' calls to grader subprocesses, and the code judge
@@ -16,6 +18,10 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from falcon_h1r.eval.answers import THINK_CLOSE, THINK_OPEN
+from falcon_h1r.eval.livecodebench import grade_response
+from falcon_h1r.eval.math_grading import is_correct
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,7 @@ def completion_text(completion: Any) -> str:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         reasoning = message.get("reasoning_content")
         if isinstance(reasoning, str):
-            content = f"<think>\n{reasoning}\n</think>\n\n{content}"
+            content = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{content}"
         parts.append(content)
     return "".join(parts)
 
@@ -45,9 +51,9 @@ def completion_text(completion: Any) -> str:
 def is_well_formed(text: str) -> bool:
     """`<think> reasoning </think> answer`: one think block first, both parts non-empty."""
     body = text.strip()
-    if not body.startswith("<think>") or body.count("<think>") != 1 or body.count("</think>") != 1:
+    if not body.startswith(THINK_OPEN) or body.count(THINK_OPEN) != 1 or body.count(THINK_CLOSE) != 1:
         return False
-    reasoning, _, answer = body[len("<think>") :].partition("</think>")
+    reasoning, _, answer = body[len(THINK_OPEN) :].partition(THINK_CLOSE)
     return bool(reasoning.strip()) and bool(answer.strip())
 
 
@@ -60,16 +66,8 @@ def _judge(job: Callable[..., bool], *args: Any) -> bool | None:
         return None
 
 
-def _math_job(response: str, gold: str) -> bool:
-    from falcon_h1r.eval.math import is_correct
-
-    return is_correct(response, gold)
-
-
-def _code_job(code: str, tests: list[dict], func_name: str | None, timeout: float) -> bool:
-    from falcon_h1r.eval.livecodebench import grade
-
-    return grade(code, tests, func_name=func_name, timeout=timeout).passed
+def _code_job(response: str, tests: list[dict], func_name: str | None, timeout: float) -> bool:
+    return grade_response(response, tests, func_name=func_name, timeout=timeout).passed
 
 
 def _column(kwargs: dict, names: tuple[str, ...], n: int) -> list:
@@ -87,25 +85,16 @@ def math_accuracy_reward(completions: list, answer: list | None = None, **kwargs
         if gold is None or str(gold).strip() == "":
             rewards.append(None)
             continue
-        text = completion_text(completion)
-        if "<think>" in text and "</think>" not in text:  # still thinking when cut off: no final answer
-            rewards.append(0.0)
-            continue
-        ok = _judge(_math_job, text, str(gold))
+        ok = _judge(is_correct, completion_text(completion), str(gold))
         rewards.append(None if ok is None else float(ok))
     return rewards
-
-
-def _extract_code(text: str) -> str | None:
-    from falcon_h1r.eval.livecodebench import extract_code
-
-    return extract_code(text)
 
 
 def code_reward(
     completions: list, tests: list | None = None, func_name: list | None = None, timeout: float = 6.0, **kwargs: Any
 ) -> list[float | None]:
-    """1.0 only when the extracted program passes every test (LiveCodeBench semantics), None without tests."""
+    """1.0 only when the response's program passes every test (`grade_response`: LiveCodeBench semantics, the
+    metric's function), 0.0 otherwise, None without tests or with malformed ones."""
     n = len(completions)
     tests = list(tests) if tests is not None else [None] * n
     names = list(func_name) if func_name is not None else [None] * n
@@ -120,13 +109,7 @@ def code_reward(
         if not row_tests:
             rewards.append(None)
             continue
-        text = completion_text(completion)
-        answer = text.split("</think>", 1)[1] if "</think>" in text else text
-        code = _extract_code(answer)
-        if not code:
-            rewards.append(0.0)
-            continue
-        ok = _judge(_code_job, code, row_tests, name or None, timeout)
+        ok = _judge(_code_job, completion_text(completion), row_tests, name or None, timeout)
         rewards.append(None if ok is None else float(ok))
     return rewards
 

@@ -11,14 +11,14 @@ import logging
 
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from falcon_h1r.training import common, data
+from falcon_h1r.training import data, recipe_run
 
 logger = logging.getLogger(__name__)
 
 
 def build_trainer(script_args, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
-    common.set_threads(script_args.torch_threads)
-    training_args.chat_template_path = common.resolve_chat_template_path(training_args.chat_template_path)
+    recipe_run.set_threads(script_args.torch_threads)
+    training_args.chat_template_path = recipe_run.resolve_chat_template_path(training_args.chat_template_path)
     train = data.load_sft_dataset(
         script_args.dataset_name,
         script_args.dataset_train_split,
@@ -36,25 +36,20 @@ def build_trainer(script_args, training_args: SFTConfig, model_args: ModelConfig
             script_args.dataset_seed,
         )
     return SFTTrainer(
-        model=common.load_model(model_args, training_args.trust_remote_code),
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=common.load_tokenizer(model_args, training_args.trust_remote_code),
-        peft_config=common.peft_config(model_args),
+        **recipe_run.trainer_inputs(model_args, training_args), train_dataset=train, eval_dataset=evaluation
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    script_args, training_args, model_args = common.parse(
-        (common.FalconScriptArguments, SFTConfig, ModelConfig), argv, "falcon-h1r sft"
+    script_args, training_args, model_args = recipe_run.parse(
+        (recipe_run.FalconScriptArguments, SFTConfig, ModelConfig), argv, "falcon-h1r sft"
     )
     if script_args.dataset_name is None:
         raise SystemExit(
             "falcon-h1r sft: set dataset_name (in the recipe or --dataset_name); `synthetic` = the tiny task"
         )
     trainer = build_trainer(script_args, training_args, model_args)
-    common.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
+    recipe_run.train_and_save(trainer, training_args, model_args.model_name_or_path, script_args.merge_lora)
     return 0
 
 

@@ -12,8 +12,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 
+from falcon_h1r import RECOMMENDED_SAMPLING
+from falcon_h1r.modeling import FalconH1RConfig, FalconH1RForCausalLM
 from falcon_h1r.training.tokenizer import build_tokenizer
 
 # ~2.7M parameters: sized by a measured CPU trial (see TRAINING.md of the embedded model).
@@ -55,28 +57,14 @@ MICRO_CONFIG: dict = {
     "mamba_d_state": 8,
     "mamba_chunk_size": 16,
 }
-SAMPLING = {"temperature": 0.6, "top_p": 0.95}
-
-
-def _model_classes():
-    """Our remote-code classes; in-tree falcon_h1 only while the package's model is unavailable."""
-    try:
-        from falcon_h1r.modeling import FalconH1RConfig, FalconH1RForCausalLM
-
-        return FalconH1RConfig, FalconH1RForCausalLM
-    except ImportError:  # pragma: no cover - bootstrap path before modeling/ existed
-        from transformers import FalconH1Config, FalconH1ForCausalLM
-
-        return FalconH1Config, FalconH1ForCausalLM
 
 
 def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, **overrides):
     """A random-init tiny model and its tokenizer; saved to `output_dir` when given."""
     tokenizer = build_tokenizer()
-    config_cls, model_cls = _model_classes()
     vocab_size = -(-len(tokenizer) // 64) * 64  # round up: a multiple of 64 keeps matmuls aligned
     fields = {**TINY_CONFIG, **overrides}
-    config = config_cls(
+    config = FalconH1RConfig(
         vocab_size=vocab_size,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -84,7 +72,7 @@ def build_tiny_model(output_dir: str | Path | None = None, seed: int = 0, **over
         **fields,
     )
     torch.manual_seed(seed)
-    model = model_cls(config)
+    model = FalconH1RForCausalLM(config)
     model.generation_config = sampling_defaults(tokenizer)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -97,17 +85,13 @@ def sampling_defaults(tokenizer) -> GenerationConfig:
     """The model card's sampling (T 0.6, top_p 0.95). No max_new_tokens: the caller sets the budget (a default
     here would override lm-eval's max_gen_toks)."""
     return GenerationConfig(
-        do_sample=True, **SAMPLING, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        do_sample=True, **RECOMMENDED_SAMPLING, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
 
 
 def ship(checkpoint: str | Path, dest: str | Path, extra_files: list[str | Path] = ()) -> None:
     """Write a trained checkpoint as the embedded model: weights + remote code + tokenizer + sampling defaults,
     plus `extra_files` (recipes, results); nothing from training state (optimizer, trainer args, checkpoints)."""
-    from transformers import AutoTokenizer
-
-    from falcon_h1r.modeling import FalconH1RForCausalLM
-
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.iterdir():  # a clean folder: no stale shards or files from an earlier build

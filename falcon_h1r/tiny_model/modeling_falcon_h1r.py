@@ -712,6 +712,13 @@ def _return_dict(config, kwargs: dict) -> bool:
 
 class FalconH1RModel(FalconH1RPreTrainedModel):
     def __init__(self, config: FalconH1RConfig):
+        if getattr(config, "_attn_implementation", None) == "vllm":
+            # vLLM's generic Transformers backend (its fallback for an architecture name it does not know) swaps in its
+            # own attention and KV cache but knows nothing of the Mamba states: it would load and answer wrongly.
+            raise ValueError(
+                "vLLM's generic Transformers backend cannot run Falcon-H1R (it keeps no Mamba state). Fix: pip install "
+                "falcon-h1r where vLLM runs (its plugin maps FalconH1RForCausalLM to vLLM's own Falcon-H1)."
+            )
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.vocab_size = config.vocab_size

@@ -1,10 +1,13 @@
 """Math answer grading on math-verify: the metric of the math tasks and the reward of math RL.
 
-    strip_thinking(text)            answer part of a reasoning response
+    strip_thinking(text)            answer part of a reasoning response (`falcon_h1r.eval.answers`)
     extract_boxed_answer(response)  last \\boxed{...} of the answer part, or None
     equivalent(a, b)                math-verify equivalence of two bare answers ("1/2" vs "0.5")
     is_correct(response, gold)      the response's answer (last \\boxed{}, else math-verify's extraction)
                                     is equivalent to `gold`; thinking stripped first
+
+`falcon_h1r.eval.math` is this module under the name the design's contract gives it (an alias registered by
+`falcon_h1r.eval`; no file of that name, so nothing in this folder shadows the standard library's `math`).
 
 Threads and processes. math-verify bounds its parsing and comparison time with SIGALRM, which Python only
 allows on the main thread of the main interpreter (elsewhere it raises). So:
@@ -83,7 +86,8 @@ def _run_here(fn, a: str, b: str, timeout: float) -> bool:
 class _Worker:
     def __init__(self) -> None:
         script = Path(__file__).resolve().with_name("_math_core.py")
-        # -I: no script dir on sys.path (our `math.py` must not shadow the stdlib), no PYTHON* env vars.
+        # -I: the worker sees neither this folder (its modules are the package's, not top-level ones) nor PYTHON*
+        # variables; it needs only the standard library and math-verify.
         self.proc = subprocess.Popen(
             [sys.executable, "-I", str(script)],
             stdin=subprocess.PIPE,

@@ -1,4 +1,5 @@
-"""Pieces shared by the SFT and GRPO entry points: parsing, model/tokenizer loading, LoRA, resume, saving."""
+"""A recipe run, the part the SFT and GRPO entry points share: parsing the YAML recipe and flags, loading the
+model and tokenizer, LoRA, resuming, training and saving."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
+from falcon_h1r import UsageError, resolve_model
+from falcon_h1r.modeling import FalconH1RForCausalLM
 from falcon_h1r.training.tokenizer import CHAT_TEMPLATE_PATH
 
 logger = logging.getLogger(__name__)
@@ -46,8 +49,6 @@ class FalconScriptArguments(ScriptArguments):
 
 def parse(dataclass_types: tuple, argv: list[str] | None, prog: str):
     """TrlParser: `--config recipe.yaml` plus CLI overrides (CLI wins), exactly as TRL's own scripts."""
-    from falcon_h1r import UsageError
-
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
         return TrlParser(dataclass_types, prog=prog).parse_args_and_config(args)
@@ -83,12 +84,6 @@ def _checkpointing_under_the_new_name(dataclass_types: tuple, args: list[str], c
     return [] if value is None else ["--activation_checkpointing", str(value)]
 
 
-def resolve_model_path(name: str | None) -> str:
-    from falcon_h1r import resolve_model
-
-    return resolve_model(name)
-
-
 def resolve_chat_template_path(path: str | None) -> str | None:
     """`falcon_h1r` names the packaged Falcon-H1R chat template (with generation markers)."""
     return str(CHAT_TEMPLATE_PATH) if path == "falcon_h1r" else path
@@ -102,11 +97,8 @@ def _dtype(name: str | None):
 
 def load_model(model_args: ModelConfig, trust_remote_code: bool = False):
     """Falcon-H1 / Falcon-H1R checkpoints load as our FalconH1RForCausalLM (fixes and remote-code saving);
-    anything else goes through AutoModelForCausalLM."""
-    import falcon_h1r  # noqa: F401 - registers the Auto classes
-    from falcon_h1r.modeling import FalconH1RForCausalLM
-
-    path = resolve_model_path(model_args.model_name_or_path)
+    anything else goes through AutoModelForCausalLM (importing falcon_h1r registered our Auto classes)."""
+    path = resolve_model(model_args.model_name_or_path)
     kwargs = {"dtype": _dtype(model_args.dtype), "revision": model_args.model_revision}
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
@@ -117,7 +109,7 @@ def load_model(model_args: ModelConfig, trust_remote_code: bool = False):
 
 
 def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    path = resolve_model_path(model_args.model_name_or_path)
+    path = resolve_model(model_args.model_name_or_path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=model_args.model_revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -138,6 +130,17 @@ def peft_config(model_args: ModelConfig):
             f"(the fused kernels read those weights directly); use a subset of {SAFE_LORA_TARGETS}"
         )
     return get_peft_config(model_args)
+
+
+def trainer_inputs(model_args: ModelConfig, training_args) -> dict:
+    """The TRL trainer arguments every recipe passes alike: model, tokenizer (processing_class), LoRA, training args."""
+    trust = training_args.trust_remote_code
+    return {
+        "model": load_model(model_args, trust),
+        "args": training_args,
+        "processing_class": load_tokenizer(model_args, trust),
+        "peft_config": peft_config(model_args),
+    }
 
 
 RUN_FILE = "falcon_h1r_run.json"  # in output_dir: which model the run there started from

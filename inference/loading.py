@@ -1,4 +1,7 @@
-"""Loading a Falcon-H1R checkpoint with its tokenizer, and rendering chat prompts."""
+"""Loading a Falcon-H1R checkpoint with its tokenizer for generation, and `generate()` kwargs for compiled decoding.
+
+(Chat prompts, the end-of-sequence set and trace decoding are in `falcon_h1r.inference.prompting`.)
+"""
 
 from __future__ import annotations
 
@@ -29,17 +32,6 @@ def load_model_and_tokenizer(
         raise ValueError(f"--dtype {dtype!r} is not supported; choose one of auto, {', '.join(DTYPES)}.")
     loaded = FalconH1RForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()  # config errors first
     return loaded, AutoTokenizer.from_pretrained(path)
-
-
-def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
-    """The prompt text for one user turn, ending with the generation prompt. `system=None` keeps the
-    template's default system prompt; an empty string drops it."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("this tokenizer has no chat template; pass --no-chat-template to send the raw prompt.")
-    messages = [{"role": "user", "content": user}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def compiled_decoding(device: str | torch.device = "cpu") -> dict:

@@ -1,0 +1,73 @@
+"""DeepConf on a real vLLM engine (the CPU build; CI's vllm stage): both modes run to the end through
+`VLLMTraceGenerator`, the sampling config's budget and a run's own cap hold, and a trace ends at the shared
+end-of-sequence set (generation config + tokenizer + <|im_end|>), its last token dropped from the text as the
+transformers backend drops it. Skipped where vLLM is not installed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from vllm_support import ENGINE_KWARGS, gate_order_checkpoint, transformers_greedy
+
+from falcon_h1r.inference.backends import make_generator
+from falcon_h1r.inference.deepconf import FINISHED, DeepConfConfig, run_deepconf
+from falcon_h1r.inference.prompting import decode_trace
+from falcon_h1r.inference.sampling import SamplingConfig
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return gate_order_checkpoint(tmp_path_factory.mktemp("deepconf_vllm") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def stop_token(checkpoint):
+    """The checkpoint's generation config names the prompt's first greedy token as an end-of-sequence token."""
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(checkpoint)("2+2", add_special_tokens=False)["input_ids"]
+    (first,) = transformers_greedy(checkpoint, [prompt], 1)[0]
+    path = checkpoint / "generation_config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "eos_token_id": [config["eos_token_id"], first]}))
+    return prompt, first
+
+
+@pytest.fixture(scope="module")
+def generator(checkpoint, stop_token):
+    gen = make_generator("vllm", str(checkpoint), sampling=SamplingConfig(seed=0, max_new_tokens=24), **ENGINE_KWARGS)
+    yield gen
+    gen.close()
+
+
+def test_both_modes_and_both_budgets(generator):
+    prompt = generator.prompt_ids("12+7")
+    offline = run_deepconf(generator, prompt, DeepConfConfig.from_options(mode="offline", budget=4, window=4, eta=90))
+    assert len(offline.traces) == 4 and all(0 < t.n_tokens <= 24 for t in offline.traces)
+    online = run_deepconf(
+        generator, prompt, DeepConfConfig.from_options(budget=6, warmup=2, window=4, eta=90), max_new_tokens=10
+    )
+    assert 2 <= len(online.traces) <= 6 and online.tokens == sum(t.n_tokens for t in online.traces)
+    assert all(t.n_tokens <= 12 for t in online.traces)  # a stopped request may decode a token or two more
+
+
+def test_a_trace_ends_at_the_shared_end_of_sequence_set(generator, stop_token):
+    prompt, first = stop_token
+    assert first in generator.eos_ids and generator._params(1, False).stop_token_ids == sorted(generator.eos_ids)
+    greedy = make_generator_like(generator, temperature=0.0)
+    (trace,) = greedy.generate(prompt, 1, window=4)
+    assert (trace.token_ids, trace.finish_reason) == ([first], FINISHED)
+    assert trace.text == decode_trace(generator.tokenizer, [first], generator.eos_ids) == ""
+
+
+def make_generator_like(generator, **sampling):
+    """The same engine with other sampling settings (no second engine on a CPU runner)."""
+    clone = object.__new__(type(generator))
+    clone.__dict__.update(generator.__dict__)
+    clone.sampling = dataclasses.replace(generator.sampling, **sampling)
+    return clone
