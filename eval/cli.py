@@ -87,7 +87,7 @@ def _expand_tasks(spec: str) -> list[str]:
 
 
 def _parse_kv(text: str) -> dict:
-    """"k=v,k2=v2" -> dict, values typed as lm-eval types its own --model_args (true -> True, 0.3 -> 0.3)."""
+    """ "k=v,k2=v2" -> dict, values typed as lm-eval types its own --model_args (true -> True, 0.3 -> 0.3)."""
     from lm_eval.utils import handle_arg_string
 
     out: dict = {}
