@@ -25,6 +25,7 @@ A thin layer over the shared core: vLLM samples, this module turns its per-token
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -133,15 +134,17 @@ class VLLMTraceGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.eos_ids = eos_token_ids(self.tokenizer, generation_config)
         self._loop = asyncio.new_event_loop()
-        # A seed goes to the engine, not to each request: a seeded request whose prefill is split across steps (long
-        # prompts, many traces: chunked prefill) crashes vLLM's sampler ("CPU Generator does not use offset").
+        # With a seed every request (trace) gets its own, so a trace does not depend on what else was in the batch
+        # (online runs abort requests at times that vary). A seeded request whose prefill is split across steps
+        # crashes vLLM's sampler ("CPU Generator does not use offset"), so seeded runs prefill each prompt whole.
+        seeded = {"enable_chunked_prefill": False} if self.sampling.seed is not None else {}
+        self._request_number = itertools.count()
         args = AsyncEngineArgs(
             model=model,
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
             max_logprobs=max(TOP_K, top_k_logprobs),
-            **({"seed": self.sampling.seed} if self.sampling.seed is not None else {}),
-            **{**HYBRID_ENGINE_DEFAULTS, **engine_kwargs},
+            **{**HYBRID_ENGINE_DEFAULTS, **seeded, **engine_kwargs},
         )
 
         async def create():
@@ -163,6 +166,8 @@ class VLLMTraceGenerator:
         kwargs: dict[str, Any] = {}
         if cfg.top_k:
             kwargs["top_k"] = cfg.top_k
+        if cfg.seed is not None:
+            kwargs["seed"] = cfg.seed + next(self._request_number)
         return SamplingParams(
             n=n,
             temperature=cfg.temperature,

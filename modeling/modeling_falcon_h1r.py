@@ -178,12 +178,18 @@ class FalconH1RRotaryEmbedding(nn.Module):
     @torch.no_grad()
     @dynamic_rope_update
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, signed_sin), each (b, 1, l, head_dim); signed_sin has the sign of rotate_half folded in."""
-        freqs = position_ids[:, None, :, None].float() * self.inv_freq  # (b, 1, l, head_dim / 2)
-        cos, sin = freqs.cos(), freqs.sin()
-        if self.attention_scaling != 1.0:
-            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
-        return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((-sin, sin), dim=-1).to(x.dtype)
+        """(cos, sin), each (b, l, head_dim) in x's dtype: transformers' rotary-embedding interface."""
+        freqs = position_ids[:, :, None].float() * self.inv_freq  # (b, l, head_dim / 2)
+        cos, sin = freqs.cos() * self.attention_scaling, freqs.sin() * self.attention_scaling
+        return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((sin, sin), dim=-1).to(x.dtype)
+
+
+def rope_for_attention(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, l, d) cos / sin -> (b, 1, l, d) cos and signed_sin, computed once per forward for every layer: the sign of
+    rotate_half goes into sin, so applying RoPE is one roll and one multiply-add."""
+    half = sin.shape[-1] // 2
+    signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+    return cos[:, None], signed_sin[:, None]
 
 
 def apply_rotary_pos_emb(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -789,7 +795,7 @@ class FalconH1RModel(FalconH1RPreTrainedModel):
             causal_mask, pad_mask = build_masks(
                 self.config, hidden_states, attention_mask, cache, position_ids, past_seen
             )
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        position_embeddings = rope_for_attention(*self.rotary_emb(hidden_states, position_ids))
 
         all_hidden_states, all_attentions = [], []
         for layer in self.layers:

@@ -28,19 +28,23 @@ transformers release as closely as you can get it:
 
 No test code is copied into this repository: the script makes a temporary package `tests` whose entries link to the
 given folder's (so `from tests.test_modeling_common import ...` and the relative imports inside work), writes a
-three-line test module there that asks this file for the two classes, runs pytest on it (CPU only, offline, one
-thread pair, a per-test timeout when pytest-timeout is installed) and reads its junit XML. GPU-only tests skip
-themselves through transformers' own decorators.
+three-line test module there that asks this file for the two classes, runs pytest on it (CPU only, offline,
+OMP_NUM_THREADS=2, a per-test timeout when pytest-timeout is installed; `--slow` adds the @slow tests, e.g. the
+torch.export ones) and reads its junit XML. GPU-only tests skip themselves through transformers' own decorators.
+Test-only requirements: `parameterized` (imported by the mixins) and, optionally, `pytest-timeout`.
 
 Two adjustments keep the comparison about the models and not about their names:
 - transformers' tests pick inputs (labels) and expectations by looking a class name up in the auto-mapping name
   tables (`MODEL_MAPPING_NAMES`, `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`), which know only in-tree models, so our
   model type `falcon_h1r` is entered there, as an in-tree port would be;
 - `test_can_init_all_missing_weights` reads the model's addition year from the config file's copyright line (ours
-  has none); both classes opt in to it.
-The remaining overrides are those of in-tree's own tests/models/falcon_h1 test (Mamba cache-state shapes, no tril
-mask in the batching test, no attention mask in the left-padding test, model_split_percents), plus two cache checks
-of this harness (`test_harness_*`).
+  has none); both classes opt in to it through `test_can_init_all_missing_weights_before_2023` (older mixins, e.g.
+  5.16's, have no opt-in and skip it for ours: the report lists it as a skip on one side).
+The remaining overrides are those of in-tree's own tests/models/falcon_h1 test (a tester that says 2 layers until it
+builds a 4-layer config, Mamba cache-state shapes, no tril mask in the batching test, no attention mask in the
+left-padding test, model_split_percents), plus two cache checks of this harness (`test_harness_*`). ConfigTester's
+`config_common_kwargs` is read from tests/utils/test_configuration_utils.py without importing that file (it needs
+httpx and the transformers repository's top-level utils/ folder).
 """
 
 from __future__ import annotations
@@ -129,9 +133,13 @@ class FalconH1ModelTester:
         self.use_input_mask = True
         for name, value in TINY_CONFIG.items():
             setattr(self, name, value)
+        # As in-tree's tester: 2 layers until the first get_config() raises them to 4 (test_num_layers_is_small reads
+        # the tester before any config is built).
+        self.num_hidden_layers = 2
 
     def get_config(self) -> Any:
-        return self.config_class(**TINY_CONFIG)
+        self.num_hidden_layers = max(self.num_hidden_layers, TINY_CONFIG["num_hidden_layers"])
+        return self.config_class(**{**TINY_CONFIG, "num_hidden_layers": self.num_hidden_layers})
 
     def prepare_config_and_inputs(self) -> tuple[Any, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         from tests.test_modeling_common import ids_tensor

@@ -71,3 +71,33 @@ def make_generator_like(generator, **sampling):
     clone.__dict__.update(generator.__dict__)
     clone.sampling = dataclasses.replace(generator.sampling, **sampling)
     return clone
+
+
+def test_confidences_equal_the_transformers_backends_on_the_same_tokens(generator, checkpoint):
+    """vLLM's top-20 log-probs give each token the confidence our transformers backend computes from its logits."""
+    import torch
+
+    from falcon_h1r import FalconH1RForCausalLM
+    from falcon_h1r.inference.confidence import token_confidences_from_logits
+
+    prompt = list(range(3, 203))  # 200 tokens: past one prefix-cache block and one prefill chunk of the scan
+    traces = make_generator_like(generator, max_new_tokens=12).generate(prompt, 3, window=4)
+    model = FalconH1RForCausalLM.from_pretrained(checkpoint).eval()
+    for trace in traces:
+        ids = torch.tensor([prompt + trace.token_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompt) - 1 : -1]
+        expected = token_confidences_from_logits(logits).tolist()
+        assert trace.confidences == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+
+def test_online_deepconf_on_a_long_prompt_stops_low_confidence_traces(generator):
+    """Online on a 300-token prompt: warm-up, threshold, traces aborted once their confidence falls below it."""
+    prompt = list(range(3, 303))
+    config = DeepConfConfig.from_options(budget=16, warmup=4, window=4, eta=10, tau=0.5, batch_size=4)
+    result = run_deepconf(make_generator_like(generator, max_new_tokens=16), prompt, config)
+    assert 4 <= len(result.traces) <= 16
+    assert result.tokens == sum(t.n_tokens for t in result.traces)
+    assert result.threshold is not None
+    stopped = [t for t in result.traces if t.stopped_early]
+    assert stopped and all(t.n_tokens >= 4 for t in stopped)  # eta 10%: most traces fall below the threshold

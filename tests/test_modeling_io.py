@@ -164,6 +164,26 @@ def test_missing_or_misshaped_tensor_is_refused(tmp_path: Path, damage: str) -> 
         FalconH1RForCausalLM.from_pretrained(ckpt)
 
 
+def test_loading_info_reports_missing_tensors_instead_of_refusing(tmp_path: Path) -> None:
+    """Who asks for `output_loading_info` reads the missing tensors there (as with in-tree); so does a model built from
+    an explicit state dict. Mis-shaped tensors stay refused."""
+    ckpt = _save_tiny(tmp_path)
+    tensors = load_file(ckpt / "model.safetensors")
+    del tensors["model.layers.1.mamba.A_log"]
+    save_file(tensors, ckpt / "model.safetensors", metadata={"format": "pt"})
+    _, info = FalconH1RForCausalLM.from_pretrained(ckpt, output_loading_info=True)
+    assert info["missing_keys"] == {"model.layers.1.mamba.A_log"} or list(info["missing_keys"]) == [
+        "model.layers.1.mamba.A_log"
+    ]
+    config = FalconH1RConfig(**tiny_fields())
+    model = FalconH1RForCausalLM.from_pretrained(None, config=config, state_dict={})
+    assert not any(p.is_meta for p in model.parameters())
+    tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(16, 48)
+    save_file(tensors, ckpt / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="wrong shapes"):
+        FalconH1RForCausalLM.from_pretrained(ckpt, output_loading_info=True)
+
+
 def test_missing_shard_is_refused(tmp_path: Path) -> None:
     ours, _ = model_pair(tiny_fields(), seed=23)
     ours.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")

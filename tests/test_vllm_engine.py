@@ -140,3 +140,43 @@ def test_without_the_plugin_vllms_generic_fallback_is_refused(checkpoint, tmp_pa
     result = _stock_vllm(checkpoint, tmp_path)
     assert result.returncode != 0
     assert "vLLM's generic Transformers backend cannot run Falcon-H1R" in result.stdout + result.stderr
+
+
+CPU_ENGINE_ARGS = ["--vllm-arg", "gpu_memory_utilization=0.15", "--vllm-arg", "max_model_len=1024"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "falcon_h1r.cli", *args], capture_output=True, text=True, timeout=600, env=os.environ
+    )
+
+
+def test_deepconf_cli_prints_clean_json_and_honours_the_seed(checkpoint) -> None:
+    """`--json` on stdout is one JSON object (vLLM's logs go to stderr); the same --seed gives the same warm-up traces,
+    on a prompt long enough that chunked prefill would split it (where per-request seeds crash vLLM)."""
+    question = "What is " + " + ".join(str(i) for i in range(1, 80)) + "?"
+    args = ["deepconf", question, "--model", str(checkpoint), "--backend", "vllm", "--dtype", "float32", "--json"]
+    args += ["--budget", "24", "--warmup", "8", "--window", "4", "--max-new-tokens", "12", "--seed", "7"]
+    runs = [_cli(*args, *CPU_ENGINE_ARGS) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "INFO" in run.stderr  # vLLM did log, to stderr
+    first, second = (json.loads(run.stdout) for run in runs)
+    assert first["n_traces"] >= 8 and {"answer", "votes", "traces", "tokens"} <= set(first)
+    # Each trace has its own seed, so the warm-up (8 traces that all run to their end) repeats exactly. Later traces
+    # may not: an abort lands a few tokens after the stop, at a time that varies, and vLLM's logits depend slightly on
+    # what else is in the batch.
+    warmup = [sorted(t["text"] for t in r["traces"] if t["phase"] == "warmup") for r in (first, second)]
+    assert len(warmup[0]) == 8 and warmup[0] == warmup[1]
+
+
+def test_eval_runs_a_task_on_vllm(checkpoint, tmp_path) -> None:
+    output = tmp_path / "results.json"
+    run = _cli(
+        "eval", "--model", str(checkpoint), "--backend", "vllm", "--tasks", "falcon_h1r_arith", "--limit", "3",
+        "--dtype", "float32", "--max-gen-toks", "24", "--output", str(output),
+        "--model-args", "gpu_memory_utilization=0.15,max_model_len=1024,enforce_eager=true",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(output.read_text())["results"]["falcon_h1r_arith"]
+    assert result["sample_len"] == 3 and 0.0 <= result["avg@k,all_samples"] <= 1.0

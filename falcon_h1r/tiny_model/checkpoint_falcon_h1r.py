@@ -15,16 +15,22 @@ from transformers.generation import GenerationMixin
 
 
 def load_strictly(load: Callable, cls: type[nn.Module], pretrained_model_name_or_path, *args, **kwargs):
-    """`load` (transformers' from_pretrained of `cls`), refusing incomplete or mis-shaped local checkpoints."""
+    """`load` (transformers' from_pretrained of `cls`), refusing incomplete or mis-shaped local checkpoints.
+
+    Two callers get transformers' own behaviour for missing tensors: `from_pretrained(None, state_dict=...)` (the
+    weights are the caller's, not a checkpoint's) and `output_loading_info=True` (the caller asked for the report of
+    what is missing and reads it); a truncated file or a mis-shaped tensor is refused for them too."""
+    if pretrained_model_name_or_path is None:
+        return load(pretrained_model_name_or_path, *args, **kwargs)
+    want_info = kwargs.pop("output_loading_info", False)
     may_miss: set[str] = set()
     if os.path.isdir(str(pretrained_model_name_or_path)):
         config = kwargs.get("config")
         if not isinstance(config, cls.config_class):
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path)
-        may_miss = check_checkpoint_files(str(pretrained_model_name_or_path), cls, config)
-    want_info = kwargs.pop("output_loading_info", False)
+        may_miss = check_checkpoint_files(str(pretrained_model_name_or_path), cls, config, allow_missing=want_info)
     model, info = load(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-    if set(info["missing_keys"]) - may_miss:
+    if not want_info and set(info["missing_keys"]) - may_miss:
         raise ValueError(
             f"{pretrained_model_name_or_path}: the checkpoint has no tensor for {sorted(info['missing_keys'])}; "
             "it is incomplete or belongs to another architecture. Re-download or re-save it."
@@ -32,7 +38,9 @@ def load_strictly(load: Callable, cls: type[nn.Module], pretrained_model_name_or
     return (model, info) if want_info else model
 
 
-def check_checkpoint_files(directory: str, model_class: type[nn.Module], config) -> set[str]:
+def check_checkpoint_files(
+    directory: str, model_class: type[nn.Module], config, allow_missing: bool = False
+) -> set[str]:
     """Refuse a local safetensors checkpoint that is truncated, misses a shard or tensor, or has a tensor of
     the wrong shape for `config`, before any weight is loaded. Returns the tensors the model may lack after loading:
     an untied `lm_head.weight` when a base-model checkpoint goes into the causal LM (transformers initialises it
@@ -75,7 +83,7 @@ def check_checkpoint_files(directory: str, model_class: type[nn.Module], config)
         found = {prefix + k: v for k, v in found.items()}
         may_miss = {"lm_head.weight"} & set(expected)
         expected = {k: v for k, v in expected.items() if k not in may_miss}
-    missing = [k for k in expected if k not in found]
+    missing = [] if allow_missing else [k for k in expected if k not in found]
     wrong = [f"{k}: {found[k]} != {shape}" for k, shape in expected.items() if k in found and found[k] != shape]
     if missing or wrong:
         raise ValueError(
