@@ -21,7 +21,8 @@ def test_backend_model_args():
                                        "--model-args", "max_model_len=70000,gpu_memory_utilization=0.85"), "M")  # fmt: skip
     assert name == "vllm"
     assert margs["tensor_parallel_size"] == 2 and margs["data_parallel_size"] == 4
-    assert margs["max_model_len"] == "70000" and margs["pretrained"] == "M"
+    assert margs["max_model_len"] == 70000 and margs["gpu_memory_utilization"] == 0.85  # typed as lm-eval types them
+    assert margs["pretrained"] == "M" and margs["enable_prefix_caching"] is False  # HYBRID_ENGINE_DEFAULTS
     name, margs = cli.model_spec(parse(), "M")
     assert name == "hf" and margs == {"pretrained": "M", "dtype": "auto"}
 
