@@ -157,23 +157,25 @@ class FalconH1RRMSNormGated(nn.Module):
 
 
 class FalconH1RRotaryEmbedding(nn.Module):
-    def __init__(self, config: FalconH1RConfig):
+    def __init__(self, config: FalconH1RConfig, device: torch.device | None = None):
         super().__init__()
         self.config = config
         self.rope_type = config.rope_parameters.get("rope_type", "default")
         rope_init_fn = self.compute_default_rope_parameters
         if self.rope_type != "default":
             rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
-        inv_freq, self.attention_scaling = rope_init_fn(config)
+        inv_freq, self.attention_scaling = rope_init_fn(config, device)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
         # read by `dynamic_rope_update` ("dynamic", "longrope": frequencies that follow the sequence length)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
 
     @staticmethod
-    def compute_default_rope_parameters(config: FalconH1RConfig, *args, **kwargs) -> tuple[torch.Tensor, float]:
+    def compute_default_rope_parameters(
+        config: FalconH1RConfig, device=None, *args, **kwargs
+    ) -> tuple[torch.Tensor, float]:
         base, dim = config.rope_parameters["rope_theta"], config.head_dim
-        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), 1.0
+        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim)), 1.0
 
     @torch.no_grad()
     @dynamic_rope_update
