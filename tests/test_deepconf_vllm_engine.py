@@ -101,3 +101,9 @@ def test_online_deepconf_on_a_long_prompt_stops_low_confidence_traces(generator)
     assert result.threshold is not None
     stopped = [t for t in result.traces if t.stopped_early]
     assert stopped and all(t.n_tokens >= 4 for t in stopped)  # eta 10%: most traces fall below the threshold
+
+
+def test_every_seeded_request_gets_its_own_seed(generator):
+    """Trace n of a seeded run samples with seed + n: a trace's randomness does not depend on the others'."""
+    seeds = [generator._params(1, True).seed for _ in range(3)]
+    assert len(set(seeds)) == 3 and seeds == list(range(seeds[0], seeds[0] + 3))
