@@ -160,7 +160,6 @@ def test_deepconf_cli_prints_clean_json_with_a_seed_on_a_long_prompt(checkpoint)
     args += ["--budget", "24", "--warmup", "8", "--window", "4", "--max-new-tokens", "12", "--seed", "7"]
     run = _cli(*args, *CPU_ENGINE_ARGS)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "INFO" in run.stderr  # vLLM did log, to stderr
     result = json.loads(run.stdout)
     assert result["n_traces"] >= 8 and {"answer", "votes", "traces", "tokens"} <= set(result)
     assert sum(t["phase"] == "warmup" for t in result["traces"]) == 8
