@@ -212,9 +212,133 @@ class _Annotator:
         trace.phase = phase
         trace.confidence = trace_confidence(trace.confidences, self.config.window)
         if trace.finish_reason not in (LOW_CONFIDENCE, CANCELLED):
-            trace.raw_answer = self.extractor(trace.text)
+            raw = self.extractor(trace.text)
+            # an empty answer (`\boxed{}`, `\boxed{ }`) is no answer: it never votes, as in the official DeepConf code
+            trace.raw_answer = raw if raw is not None and raw.strip() else None
             trace.answer = self.grouper.canonical(trace.raw_answer)
         return trace
+
+
+class DeepConfRun:
+    """One question's DeepConf as a state machine, the algorithm of the module docstring in one place.
+
+    A driver asks `can_start()` whether the question wants another trace now, calls `start()` when it starts one
+    (which returns the trace's phase and the stop threshold to run it with) and `finish(trace, phase)` when it
+    ends; `finish` returns False once the question has reached consensus and its running traces should be
+    cancelled (report them with `finish` too: they are kept and counted, never voted). `run_deepconf` drives one
+    question in waves through a `TraceGenerator`; `inference.scheduler` drives many questions over one batch.
+    Online, at most ``batch_size`` (default: ``warmup``) final traces run at once, so a consensus cancels few.
+    """
+
+    def __init__(
+        self,
+        config: DeepConfConfig,
+        extractor: Extractor = math_extractor,
+        equivalent: Equivalence = math_equivalent,
+        progress: Callable[[list[Trace], str | None], None] | None = None,
+    ):
+        config.validate()
+        self.config = config
+        self.annotate = _Annotator(config, extractor, equivalent)
+        self.progress = progress
+        self.traces: list[Trace] = []
+        self.started = 0
+        self.running = 0
+        self.threshold: float | None = None
+        self.votes: list[Vote] = []
+        self.consensus = False
+        self._warm_finished = 0
+
+    @property
+    def online(self) -> bool:
+        return self.config.mode == "online"
+
+    @property
+    def phase(self) -> str:
+        """The phase of the next trace to start."""
+        if not self.online:
+            return "offline"
+        return "warmup" if self.started < self.config.warmup else "final"
+
+    def can_start(self) -> bool:
+        c = self.config
+        if not self.online:
+            return self.started < c.budget
+        if self.started < c.warmup:
+            return True
+        return (
+            self.threshold is not None
+            and not self.consensus
+            and self.started < c.budget
+            and self.running < (c.batch_size or c.warmup)
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.running == 0 and not self.can_start()
+
+    def start(self) -> tuple[str, float | None]:
+        """Count a trace as started; returns its phase and the early-stop threshold it runs with."""
+        if not self.can_start():
+            raise RuntimeError("DeepConfRun.start: this question wants no trace now (check can_start first)")
+        phase = self.phase
+        self.started += 1
+        self.running += 1
+        return phase, (self.threshold if phase == "final" else None)
+
+    def release(self, n: int) -> None:
+        """``n`` traces counted by `start` were never started (a backend stopped a wave early)."""
+        self.started -= n
+        self.running -= n
+
+    def finish(self, trace: Trace, phase: str) -> bool:
+        """Record a trace that ended; False when the question has reached consensus (cancel what still runs)."""
+        self.running -= 1
+        self.traces.append(self.annotate(trace, phase))
+        if phase == "warmup":
+            self._warm_finished += 1
+            if self._warm_finished == self.config.warmup:
+                self.threshold = percentile_threshold(
+                    [t.confidence.lowest for t in self.traces if t.phase == "warmup"], self.config.eta
+                )
+                self._count_votes()
+        elif phase == "final" and trace.finish_reason != CANCELLED:
+            self._count_votes()
+        if self.progress:
+            if phase == "offline":
+                leader = winner(tally([t.answer for t in self.traces]))
+            else:
+                leader = None if phase == "warmup" else winner(self.votes)
+            self.progress(self.traces, leader)
+        return not self.consensus
+
+    def _count_votes(self) -> None:
+        for t in self.traces:
+            t.voted = t.answer is not None and t.confidence.lowest >= self.threshold
+        self.votes = tally(
+            [t.answer for t in self.traces if t.voted], [t.confidence.lowest for t in self.traces if t.voted]
+        )
+        self.consensus = leader_share(self.votes) >= self.config.tau
+
+    def result(self, wall_time: float) -> DeepConfResult:
+        c = self.config
+        if self.online:
+            result = DeepConfResult(
+                winner(self.votes), self.votes, self.traces, "online", self.threshold, wall_time, c,
+                stopped_by_consensus=self.consensus,
+            )  # fmt: skip
+        else:
+            answering = [t for t in self.traces if t.answer is not None]
+            conf = [t.confidence.get(c.confidence) for t in answering]
+            cut = percentile_threshold(conf, c.eta) if any(math.isfinite(x) for x in conf) else None
+            for t, keep in zip(answering, filter_top(conf, c.eta)):
+                t.voted = keep
+            votes = tally(
+                [t.answer for t in answering if t.voted], [t.confidence.get(c.confidence) for t in answering if t.voted]
+            )
+            result = DeepConfResult(winner(votes), votes, self.traces, "offline", cut, wall_time, c)
+        result.voting = voting_variants([t.answer for t in self.traces], [t.confidence.to_dict() for t in self.traces])
+        return result
 
 
 def run_deepconf(
@@ -227,106 +351,30 @@ def run_deepconf(
     progress: Callable[[list[Trace], str | None], None] | None = None,
     max_new_tokens: int | None = None,
 ) -> DeepConfResult:
-    """Run DeepConf for one prompt. ``progress(traces_so_far, current_leader)`` is called per trace;
-    ``max_new_tokens`` caps every trace of this run (None: the generator's budget)."""
-    config.validate()
-    annotate = _Annotator(config, extractor, equivalent)
+    """Run DeepConf for one prompt, in waves: offline all ``budget`` traces in one call; online the warm-up, then
+    waves of ``batch_size`` final traces until consensus or budget. ``progress(traces_so_far, current_leader)``
+    is called per trace; ``max_new_tokens`` caps every trace of this run (None: the generator's budget)."""
+    run = DeepConfRun(config, extractor, equivalent, progress)
     token_cap = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     start = time.perf_counter()
-    if config.mode == "offline":
-        result = _offline(generator, prompt_ids, config, annotate, progress, token_cap)
-    else:
-        result = _online(generator, prompt_ids, config, annotate, progress, token_cap)
-    result.wall_time = time.perf_counter() - start
-    result.voting = voting_variants(
-        [t.answer for t in result.traces],
-        [t.confidence.to_dict() for t in result.traces],
-    )
-    return result
+    while run.can_start():
+        phase, threshold = run.start()
+        n = 1
+        while run.can_start() and run.phase == phase:
+            run.start()
+            n += 1
+        seen: set[int] = set()
 
+        def on_trace(trace: Trace, phase: str = phase, seen: set[int] = seen) -> bool:
+            seen.add(id(trace))
+            return run.finish(trace, phase)
 
-def _offline(generator, prompt_ids, config, annotate, progress, token_cap) -> DeepConfResult:
-    done: list[Trace] = []
-
-    def on_trace(trace: Trace) -> bool:
-        done.append(annotate(trace, "offline"))
-        if progress:
-            progress(done, winner(tally([t.answer for t in done])))
-        return True
-
-    traces = generator.generate(prompt_ids, config.budget, window=config.window, on_trace=on_trace, **token_cap)
-    for t in traces:
-        if t.confidence is None:
-            annotate(t, "offline")
-    answering = [t for t in traces if t.answer is not None]
-    conf = [t.confidence.get(config.confidence) for t in answering]
-    keep = filter_top(conf, config.eta)
-    cut = percentile_threshold(conf, config.eta) if any(math.isfinite(c) for c in conf) else None
-    for t, k in zip(answering, keep):
-        t.voted = k
-    votes = tally(
-        [t.answer for t in answering if t.voted], [t.confidence.get(config.confidence) for t in answering if t.voted]
-    )
-    return DeepConfResult(winner(votes), votes, traces, "offline", cut, 0.0, config)
-
-
-def _online(generator, prompt_ids, config, annotate, progress, token_cap) -> DeepConfResult:
-    traces: list[Trace] = []
-
-    def add(trace: Trace, phase: str) -> None:
-        traces.append(annotate(trace, phase))
-
-    def on_warmup(trace: Trace) -> bool:
-        add(trace, "warmup")
-        if progress:
-            progress(traces, None)
-        return True
-
-    warm = generator.generate(prompt_ids, config.warmup, window=config.window, on_trace=on_warmup, **token_cap)
-    for t in warm:  # a backend that does not call on_trace
-        if t.confidence is None:
-            add(t, "warmup")
-    threshold = percentile_threshold([t.confidence.lowest for t in traces], config.eta)
-
-    def votes_now() -> list[Vote]:
-        for t in traces:
-            t.voted = t.answer is not None and t.confidence.lowest >= threshold
-        return tally([t.answer for t in traces if t.voted], [t.confidence.lowest for t in traces if t.voted])
-
-    votes = votes_now()
-    consensus = leader_share(votes) >= config.tau
-    batch = config.batch_size or config.warmup
-    generated = len(traces)
-    while not consensus and generated < config.budget:
-        n = min(batch, config.budget - generated)
-        before = len(traces)
-
-        def on_trace(trace: Trace) -> bool:
-            nonlocal votes, consensus
-            add(trace, "final")
-            votes = votes_now()
-            consensus = leader_share(votes) >= config.tau
-            if progress:
-                progress(traces, winner(votes))
-            return not consensus
-
-        wave = generator.generate(
-            prompt_ids,
-            n,
-            window=config.window,
-            threshold=threshold,
-            min_stop_tokens=config.min_stop_tokens,
-            on_trace=on_trace,
-            **token_cap,
-        )
-        seen = {id(t) for t in traces[before:]}
-        for t in wave:  # cancelled traces are returned without an on_trace call
-            if id(t) not in seen:
-                add(t, "final")
+        stop = {} if threshold is None else {"threshold": threshold, "min_stop_tokens": config.min_stop_tokens}
+        wave = generator.generate(prompt_ids, n, window=config.window, on_trace=on_trace, **stop, **token_cap)
         if not wave:
             raise RuntimeError("the trace generator returned no traces; DeepConf cannot make progress")
-        generated += len(wave)
-        votes = votes_now()
-    return DeepConfResult(
-        winner(votes), votes, traces, "online", threshold, 0.0, config, stopped_by_consensus=consensus
-    )
+        for t in wave:  # cancelled traces come back without an on_trace call (and a backend may never call it)
+            if id(t) not in seen:
+                run.finish(t, phase)
+        run.release(n - len(wave))
+    return run.result(time.perf_counter() - start)

@@ -1,8 +1,14 @@
-"""`falcon-h1r deepconf "question"`: answer with DeepConf (many traces, confidence-filtered vote).
+"""`falcon-h1r deepconf "question" ...`: answer with DeepConf (many traces, confidence-filtered vote).
 
-Shows a progress bar (traces done, tokens, current leader) on stderr, then a table of votes; ``--json``
-prints one JSON object instead (answer, votes, traces, tokens, ...); ``--plot out.png`` draws every
-trace's group confidence, coloured by answer, with the threshold.
+One question: a progress bar (traces done, tokens, current leader) on stderr, then a table of votes; ``--json``
+prints one JSON object instead (answer, votes, traces, tokens, ...); ``--plot out.png`` draws every trace's
+group confidence, coloured by answer, with the threshold.
+
+Several questions (several arguments, or ``--questions-file`` with one question per line) are one workload: on
+the transformers backend one batch of ``--max-batch`` rows (default 64) is kept full across questions
+(`falcon_h1r.inference.scheduler`). It prints a line per question as it is answered and a summary; ``--json``
+prints one object per question (with its ``question``) and a last ``{"summary": ...}`` object (total wall time,
+tokens, row capacity).
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from falcon_h1r import resolve_model, subcommand_parser
 from falcon_h1r.inference.backends import BACKENDS, make_generator
 from falcon_h1r.inference.confidence import CONFIDENCE_KINDS, running_group_confidences
 from falcon_h1r.inference.deepconf import DeepConfConfig, DeepConfResult, Trace, run_deepconf
 from falcon_h1r.inference.sampling import DEFAULT_MAX_NEW_TOKENS, SamplingConfig
+from falcon_h1r.inference.scheduler import DEFAULT_CAPACITY, WorkloadResult, answer_all
 
 DEEPCONF = DeepConfConfig()  # the defaults the flags show
 SAMPLING = SamplingConfig()
@@ -26,7 +34,8 @@ SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
 def build_parser():
     p = subcommand_parser("deepconf", "Answer a question with DeepConf: sample many reasoning traces, stop "
                           "low-confidence ones early, and take a confidence-weighted vote.")  # fmt: skip
-    p.add_argument("question", help="the question (formatted with the model's chat template)")
+    p.add_argument("questions", nargs="*", metavar="question", help="question(s), formatted with the chat template")
+    p.add_argument("--questions-file", default=None, metavar="FILE", help="more questions, one per line")
     p.add_argument("--backend", choices=BACKENDS, default="transformers", help="transformers (CPU/GPU) or vllm (GPU)")
     p.add_argument("--mode", choices=("online", "offline"), default=DEEPCONF.mode)
     p.add_argument("--budget", type=int, default=DEEPCONF.budget, help="most traces to sample (paper: 512)")
@@ -63,7 +72,13 @@ def build_parser():
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's)")
     p.add_argument("--device", default=None, help="transformers: cpu / cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 / bfloat16 / float16")
-    p.add_argument("--max-batch", type=int, default=None, help="transformers: most traces decoded at once")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="transformers: most traces decoded at once; several questions (either backend): most traces in flight "
+        f"across them (default {DEFAULT_CAPACITY})",
+    )
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
     p.add_argument("--data-parallel-size", type=int, default=1, help="vllm")
     p.add_argument(
@@ -82,18 +97,26 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        questions = read_questions(args.questions, args.questions_file)
         config = DeepConfConfig.from_options(**{name: getattr(args, name) for name in DEEPCONF_FLAGS})
         sampling = SamplingConfig.from_options(**{name: getattr(args, name) for name in SAMPLING_FLAGS})
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
         return 2
+    workload = len(questions) > 1 or args.questions_file is not None
+    if workload and args.plot:
+        print("falcon-h1r deepconf: --plot draws one question's traces. Fix: ask one question.", file=sys.stderr)
+        return 2
     try:
-        generator = _generator(args, resolve_model(args.model), sampling)
+        generator = _generator(args, resolve_model(args.model), sampling, workload)
     except ImportError as e:
         print(f"falcon-h1r deepconf: {e}", file=sys.stderr)
         return 2
     try:
-        prompt_ids = generator.prompt_ids(args.question, args.system)
+        if workload:
+            answer_workload(generator, questions, config, args)
+            return 0
+        prompt_ids = generator.prompt_ids(questions[0], args.system)
         with _Progress(config.budget) as progress:
             result = run_deepconf(generator, prompt_ids, config, progress=progress)
     finally:
@@ -108,7 +131,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _generator(args, model: str, sampling: SamplingConfig):
+def read_questions(positional: list[str], path: str | None) -> list[str]:
+    questions = list(positional)
+    if path is not None:
+        lines = Path(path).read_text().splitlines()
+        questions += [line.strip() for line in lines if line.strip()]
+    if not questions:
+        where = f"{path} has no non-empty line" if path else "no question given"
+        raise ValueError(f"{where}. Fix: pass a question, or --questions-file with one question per line.")
+    return questions
+
+
+def answer_workload(generator, questions: list[str], config: DeepConfConfig, args) -> WorkloadResult:
+    """Every question as one workload; prints each answer as it comes (JSON lines with --json), then a summary."""
+    prompts = [generator.prompt_ids(q, args.system) for q in questions]
+
+    def on_result(i: int, result: DeepConfResult) -> None:
+        if args.json:
+            print(json.dumps({"question": questions[i], **result.to_json()}), flush=True)
+        else:
+            print(f"[{i + 1}/{len(questions)}] {questions[i]} -> {result.answer}   traces {len(result.traces)}   "
+                  f"tokens {result.tokens}   {result.wall_time:.1f}s", flush=True)  # fmt: skip
+
+    workload = answer_all(generator, prompts, config, capacity=args.max_batch or DEFAULT_CAPACITY, on_result=on_result)
+    summary = workload.summary()
+    if args.json:
+        print(json.dumps({"summary": summary}))
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return workload
+
+
+def _generator(args, model: str, sampling: SamplingConfig, workload: bool = False):
     return make_generator(
         args.backend,
         model,
@@ -117,7 +171,7 @@ def _generator(args, model: str, sampling: SamplingConfig):
         dtype=args.dtype,
         tensor_parallel_size=args.tensor_parallel_size,
         data_parallel_size=args.data_parallel_size,
-        max_batch=args.max_batch,
+        max_batch=None if workload else args.max_batch,  # a workload's --max-batch is its capacity, on either backend
         **dict(args.vllm_arg),
     )
 

@@ -83,7 +83,7 @@ class TransformersTraceGenerator:
     def prompt_ids(self, question: str, system: str | None = None) -> list[int]:
         return chat_prompt_ids(self.tokenizer, question, system)
 
-    def _end_reason(self, token: int, low_confidence: bool, n_tokens: int, budget: int) -> str | None:
+    def end_reason(self, token: int, low_confidence: bool, n_tokens: int, budget: int) -> str | None:
         """Why a trace ends after this token, or None; end-of-sequence wins over a stop on the same token."""
         if token in self.eos_ids:
             return FINISHED
@@ -93,7 +93,7 @@ class TransformersTraceGenerator:
             return LENGTH
         return None
 
-    def _finish(self, row_tokens: list[int], tracker: ConfidenceTracker, reason: str) -> Trace:
+    def finish_trace(self, row_tokens: list[int], tracker: ConfidenceTracker, reason: str) -> Trace:
         return Trace(
             text=decode_trace(self.tokenizer, row_tokens, self.eos_ids),
             token_ids=list(row_tokens),
@@ -161,18 +161,18 @@ class TransformersTraceGenerator:
                 tok = nxt_list[row]
                 tokens[i].append(tok)
                 low = trackers[i].add(conf[row])
-                reason = self._end_reason(tok, low, len(tokens[i]), budget)
+                reason = self.end_reason(tok, low, len(tokens[i]), budget)
                 if reason is None:
                     keep_rows.append(row)
                     continue
-                trace = self._finish(tokens[i], trackers[i], reason)
+                trace = self.finish_trace(tokens[i], trackers[i], reason)
                 traces.append(trace)
                 if on_trace is not None and not cancelled and on_trace(trace) is False:
                     cancelled = True
             if cancelled:
                 for row in keep_rows:
                     i = active[row]
-                    traces.append(self._finish(tokens[i], trackers[i], CANCELLED))
+                    traces.append(self.finish_trace(tokens[i], trackers[i], CANCELLED))
                 break
             if not keep_rows:
                 break

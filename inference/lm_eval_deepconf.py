@@ -5,8 +5,9 @@
         --include_path $(python -c "import falcon_h1r.eval as e; print(e.tasks_dir())") --tasks aime25
 
 (``falcon-h1r eval --deepconf`` selects it.) Each ``generate_until`` request runs one DeepConf search and
-returns ``\\boxed{<voted answer>}``, which the math tasks grade like any response. Importing this module
-registers the model with lm-eval.
+returns ``\\boxed{<voted answer>}``, which the math tasks grade like any response. The requests are one
+workload (`falcon_h1r.inference.scheduler.answer_all`): on the transformers backend one batch of ``capacity``
+rows (default 64) is kept full across questions. Importing this module registers the model with lm-eval.
 
 Prompts: when lm-eval applies the chat template (``--apply_chat_template``) the context is used as is;
 otherwise the context is wrapped as one user message with the model's chat template, since DeepConf's
@@ -26,8 +27,9 @@ from lm_eval.api.registry import register_model
 
 from falcon_h1r import resolve_model
 from falcon_h1r.inference.backends import make_generator
-from falcon_h1r.inference.deepconf import DeepConfConfig, run_deepconf
+from falcon_h1r.inference.deepconf import DeepConfConfig
 from falcon_h1r.inference.sampling import SamplingConfig
+from falcon_h1r.inference.scheduler import DEFAULT_CAPACITY, answer_all
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,15 @@ class DeepConfLM(LM):
         tensor_parallel_size: int = 1,
         data_parallel_size: int = 1,
         system: str | None = None,
+        capacity: int = DEFAULT_CAPACITY,
         batch_size: Any = None,  # lm-eval's; DeepConf batches the traces of one question itself
         max_batch_size: Any = None,
         **options: Any,
     ):
         """DeepConf options (mode, budget, warmup, eta, window, tau, confidence, min_stop_tokens, and
         deepconf_batch_size for DeepConf's batch_size) and sampling options (temperature, top_p, top_k,
-        max_new_tokens, seed) take the same defaults as `falcon-h1r deepconf`, except seed (EVAL_SEED)."""
+        max_new_tokens, seed) take the same defaults as `falcon-h1r deepconf`, except seed (EVAL_SEED).
+        ``capacity``: transformers backend, most rows decoding at once across questions."""
         super().__init__()
         unused = sorted(set(options) - DEEPCONF_ARGS - SAMPLING_ARGS)
         if unused:
@@ -67,6 +71,7 @@ class DeepConfLM(LM):
         )
         self.max_new_tokens = sampling.max_new_tokens  # None: each request's max_gen_toks caps its traces
         self.system = system
+        self.capacity = int(capacity)
         self.generator = make_generator(
             backend,
             resolve_model(pretrained),
@@ -104,24 +109,35 @@ class DeepConfLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from tqdm import tqdm
 
-        outputs: list[str] = []
-        for request in tqdm(requests, disable=disable_tqdm, desc="DeepConf"):
-            context, gen_kwargs = request.args
+        outputs: list[str | None] = [None] * len(requests)
+        records: list[dict | None] = [None] * len(requests)  # self.results stays in request order
+        by_cap: dict[int | None, list[int]] = {}  # one workload per trace-length cap (a task has one)
+        for i, request in enumerate(requests):
+            gen_kwargs = request.args[1]
             cap = None
             if self.max_new_tokens is None and isinstance(gen_kwargs, dict) and gen_kwargs.get("max_gen_toks"):
                 cap = int(gen_kwargs["max_gen_toks"])
-            result = run_deepconf(self.generator, self._prompt_ids(context), self.config, max_new_tokens=cap)
-            self.results.append(
-                {
-                    "answer": result.answer,
-                    "tokens": result.tokens,
-                    "traces": len(result.traces),
-                    "wall_time": result.wall_time,
-                }
+            by_cap.setdefault(cap, []).append(i)
+        bar = tqdm(total=len(requests), disable=disable_tqdm, desc="DeepConf")
+        for cap, indices in by_cap.items():
+
+            def on_result(j: int, result, indices=indices) -> None:
+                i = indices[j]
+                context, gen_kwargs = requests[i].args
+                records[i] = (
+                    {"answer": result.answer, "tokens": result.tokens, "traces": len(result.traces),
+                     "wall_time": result.wall_time}
+                )  # fmt: skip
+                outputs[i] = f"\\boxed{{{result.answer}}}" if result.answer is not None else ""
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), outputs[i])
+                bar.update(1)
+
+            prompts = [self._prompt_ids(requests[i].args[0]) for i in indices]
+            answer_all(
+                self.generator, prompts, self.config, capacity=self.capacity, on_result=on_result, max_new_tokens=cap
             )
-            text = f"\\boxed{{{result.answer}}}" if result.answer is not None else ""
-            outputs.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+        bar.close()
+        self.results.extend(records)
         return outputs
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):

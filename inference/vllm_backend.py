@@ -25,8 +25,10 @@ A thin layer over the shared core: vLLM samples, this module turns its per-token
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from falcon_h1r.inference.confidence import TOP_K, ConfidenceTracker, token_confidence_from_logprobs
-from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, Trace
+from falcon_h1r.inference.deepconf import CANCELLED, FINISHED, LENGTH, LOW_CONFIDENCE, DeepConfRun, Trace
 from falcon_h1r.inference.prompting import chat_prompt_ids, decode_trace, eos_token_ids, generation_config_of
 from falcon_h1r.inference.sampling import SamplingConfig
 
@@ -208,6 +210,29 @@ class VLLMTraceGenerator:
                 on_trace(t)
         return traces
 
+    async def _stream_trace(self, prompt_ids, window, threshold, min_stop_tokens, max_new_tokens) -> Trace:
+        """One streamed request = one trace; stopped on low confidence, CANCELLED when its task is cancelled."""
+        rid = _rid()
+        acc = StreamingTrace(window, threshold, min_stop_tokens, self.k)
+        stream = self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(1, True, max_new_tokens), rid)
+        reason = CANCELLED
+        try:
+            async for out in stream:
+                c = out.outputs[0]
+                low = acc.extend(c.token_ids, c.logprobs)
+                if out.finished and not (low and c.finish_reason == "length"):  # EOS wins, as in transformers
+                    reason = finish_reason_of(c.finish_reason)
+                    break
+                if low:
+                    reason = LOW_CONFIDENCE
+                    break
+        except asyncio.CancelledError:
+            reason = CANCELLED
+        finally:
+            await stream.aclose()
+            await self.engine.abort(rid)
+        return acc.to_trace(self._decode(acc.token_ids), reason)
+
     async def _streamed(
         self, prompt_ids, n, window, threshold, min_stop_tokens, on_trace, max_new_tokens
     ) -> list[Trace]:
@@ -215,28 +240,9 @@ class VLLMTraceGenerator:
         tasks: list[asyncio.Task] = []
 
         async def one() -> None:
-            rid = _rid()
-            acc = StreamingTrace(window, threshold, min_stop_tokens, self.k)
-            stream = self.engine.generate({"prompt_token_ids": prompt_ids}, self._params(1, True, max_new_tokens), rid)
-            reason = CANCELLED
-            try:
-                async for out in stream:
-                    c = out.outputs[0]
-                    low = acc.extend(c.token_ids, c.logprobs)
-                    if out.finished and not (low and c.finish_reason == "length"):  # EOS wins, as in transformers
-                        reason = finish_reason_of(c.finish_reason)
-                        break
-                    if low:
-                        reason = LOW_CONFIDENCE
-                        break
-            except asyncio.CancelledError:
-                reason = CANCELLED
-            finally:
-                await stream.aclose()
-                await self.engine.abort(rid)
-            trace = acc.to_trace(self._decode(acc.token_ids), reason)
+            trace = await self._stream_trace(prompt_ids, window, threshold, min_stop_tokens, max_new_tokens)
             traces.append(trace)
-            if reason != CANCELLED and on_trace is not None and on_trace(trace) is False:
+            if trace.finish_reason != CANCELLED and on_trace is not None and on_trace(trace) is False:
                 for task in tasks:
                     if not task.done() and task is not asyncio.current_task():
                         task.cancel()
@@ -244,6 +250,56 @@ class VLLMTraceGenerator:
         tasks.extend(asyncio.ensure_future(one()) for _ in range(n))
         await asyncio.gather(*tasks, return_exceptions=True)
         return traces
+
+    def run_workload(self, prompts, config, capacity: int, *, on_result=None, max_new_tokens=None, **answers):
+        """DeepConf for many prompts at once: every question's `DeepConfRun` streams its traces as requests, at most
+        ``capacity`` in flight over all questions (the oldest question first), aborted on a stop or a consensus;
+        vLLM batches whatever is in flight. Returns the results in input order."""
+        return self._loop.run_until_complete(
+            self._workload(prompts, config, capacity, on_result, max_new_tokens, answers)
+        )
+
+    async def _workload(self, prompts, config, capacity, on_result, max_new_tokens, answers) -> list:
+        slots = _OldestFirstSlots(capacity)
+        results: list = [None] * len(prompts)
+
+        async def question(q: int) -> None:
+            run, start = DeepConfRun(config, **answers), time.perf_counter()
+            running: set[asyncio.Task] = set()
+            changed = asyncio.Event()
+
+            async def trace(phase: str, threshold: float | None) -> None:
+                try:
+                    await slots.acquire(q)
+                except asyncio.CancelledError:  # cancelled by a consensus before it started: never a trace
+                    run.release(1)
+                    changed.set()
+                    raise
+                try:
+                    min_stop = config.min_stop_tokens if threshold is not None else None
+                    t = await self._stream_trace(prompts[q], config.window, threshold, min_stop, max_new_tokens)
+                finally:
+                    slots.release()
+                if not run.finish(t, phase):
+                    for task in running:
+                        if task is not asyncio.current_task():
+                            task.cancel()
+                changed.set()
+
+            while not run.done:
+                while run.can_start():
+                    task = asyncio.ensure_future(trace(*run.start()))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await changed.wait()
+                changed.clear()
+            await asyncio.gather(*list(running), return_exceptions=True)
+            results[q] = run.result(time.perf_counter() - start)
+            if on_result:
+                on_result(q, results[q])
+
+        await asyncio.gather(*(question(q) for q in range(len(prompts))))
+        return results
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -253,6 +309,36 @@ class VLLMTraceGenerator:
         self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
         self.engine = None  # released now, not at interpreter exit (where AsyncLLM.__del__ fails)
+
+
+class _OldestFirstSlots:
+    """A semaphore of ``capacity`` slots whose waiters are served by question number, oldest question first."""
+
+    def __init__(self, capacity: int):
+        self.free = capacity
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, question: int) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (question, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # granted and cancelled at once: pass the slot on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            _, _, future = heapq.heappop(self.waiting)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
 
 
 def _rid() -> str:

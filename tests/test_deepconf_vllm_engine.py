@@ -107,3 +107,21 @@ def test_every_seeded_request_gets_its_own_seed(generator):
     """Trace n of a seeded run samples with seed + n: a trace's randomness does not depend on the others'."""
     seeds = [generator._params(1, True).seed for _ in range(3)]
     assert len(set(seeds)) == 3 and seeds == list(range(seeds[0], seeds[0] + 3))
+
+
+def test_many_questions_as_one_workload_of_streamed_requests(generator):
+    """Each question keeps its own algorithm (warm-up, threshold, votes, budget) with its traces interleaved with
+    the other questions' in one engine, at most `capacity` requests in flight."""
+    from falcon_h1r.inference.scheduler import answer_all
+
+    config = DeepConfConfig.from_options(budget=6, warmup=2, window=4, eta=50, tau=0.9, batch_size=2)
+    prompts = [generator.prompt_ids(q) for q in ("12+7", "3*4+1", "99-5", "8+8")]
+    answered = []
+    workload = answer_all(generator, prompts, config, capacity=3, on_result=lambda i, r: answered.append(i))
+    assert sorted(answered) == [0, 1, 2, 3] and workload.summary()["capacity"] == 3
+    for result in workload.results:
+        warm = [t for t in result.traces if t.phase == "warmup"]
+        assert len(warm) == 2 and 2 <= len(result.traces) <= 6 and result.threshold is not None
+        assert all(t.confidence.lowest >= result.threshold for t in result.traces if t.voted)
+        assert result.stopped_by_consensus or len(result.traces) == 6
+    assert workload.tokens == sum(t.n_tokens for r in workload.results for t in r.traces) > 0

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
-from trl import GRPOConfig, ModelConfig, SFTConfig
+from trl import ModelConfig, SFTConfig
 
 from falcon_h1r.training import recipe_run
-from falcon_h1r.training.grpo import GRPOScriptArguments
+from falcon_h1r.training.grpo import FalconGRPOConfig, GRPOScriptArguments
 from falcon_h1r.training.tokenizer import CHAT_TEMPLATE_PATH
 
 RECIPES = Path(recipe_run.__file__).resolve().parent / "recipes"
 SFT_TYPES = (recipe_run.FalconScriptArguments, SFTConfig, ModelConfig)
-GRPO_TYPES = (GRPOScriptArguments, GRPOConfig, ModelConfig)
+GRPO_TYPES = (GRPOScriptArguments, FalconGRPOConfig, ModelConfig)
 
 
 def build(types, name: str, *overrides: str):
@@ -50,6 +50,7 @@ def test_7b_grpo_recipe_matches_the_paper():
     assert args.use_vllm and args.vllm_mode == "colocate"
     assert args.vllm_importance_sampling_clip_max == 2.0 and args.entropy_coef == 0.0
     assert args.learning_rate == 2e-6 and args.warmup_steps == 10
+    assert args.correct_sample_ce_coef > 0 and args.steps_per_generation == args.gradient_accumulation_steps
     assert 8 * args.generation_batch_size // args.num_generations == 128  # prompts per RL batch on 8 GPUs
     assert script.reward_funcs == ["math_accuracy", "format"] and script.answer_column == "solution"
 
@@ -60,6 +61,12 @@ def test_tiny_recipes_parse_with_overrides():
     assert args.packing and args.packing_strategy == "bfd" and args.assistant_only_loss and not args.bf16
     script, args, _ = build(GRPO_TYPES, "tiny_grpo.yaml")
     assert script.reward_funcs == ["math_accuracy", "format"] and args.loss_type == "dapo"
+    assert args.correct_sample_ce_coef > 0 and args.num_iterations == 1
+
+
+def test_cross_entropy_on_correct_samples_is_refused_off_policy():
+    with pytest.raises(ValueError, match="only on-policy"):
+        build(GRPO_TYPES, "tiny_grpo.yaml", "--num_iterations", "2")
 
 
 @pytest.mark.parametrize("name, kind", [("deepspeed_zero3.yaml", "DEEPSPEED"), ("fsdp.yaml", "FSDP")])

@@ -100,13 +100,50 @@ def test_openai_server_answers_a_chat_request(checkpoint) -> None:
         server.wait(timeout=60)
 
 
+def test_the_embedded_model_answers_as_in_transformers() -> None:
+    """The embedded model (trained with the published gate order) through vLLM: the same greedy tokens as
+    transformers on chat prompts of held-out problems, and right answers."""
+    from transformers import AutoTokenizer
+
+    import falcon_h1r
+    from falcon_h1r.eval.math_grading import is_correct
+    from falcon_h1r.training.synthetic_task import problems
+
+    path = falcon_h1r.tiny_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    held_out = problems("eval", 6)
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p["question"]}], add_generation_prompt=True)
+        for p in held_out
+    ]
+    prompts = [list(p["input_ids"] if hasattr(p, "keys") else p) for p in prompts]
+    engine = vllm.LLM(str(path), seed=0, **ENGINE_KWARGS)
+    params = vllm.SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True)
+    got = [list(o.outputs[0].token_ids) for o in engine.generate([{"prompt_token_ids": p} for p in prompts], params)]
+    del engine
+
+    def to_end(tokens: list[int]) -> list[int]:  # transformers stops at the end-of-sequence token, vLLM was told not to
+        return tokens[: tokens.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in tokens else tokens
+
+    got = [to_end(t) for t in got]
+    assert got == [to_end(t) for t in transformers_greedy(path, prompts, 64)]
+    answers = [tokenizer.decode(tokens) for tokens in got]
+    assert sum(is_correct(a.split("<|im_end|>")[0], p["answer"]) for a, p in zip(answers, held_out)) >= 4
+
+
 def test_a_checkpoint_vllm_would_serve_wrongly_is_refused(tmp_path, capfd) -> None:
-    """The embedded model (trained with mamba_norm_before_gate=True, which vLLM does not implement) is refused with the
-    fix named, instead of loading and answering with other tokens than transformers."""
+    """The embedded model with the other gate order (mamba_norm_before_gate=True, which vLLM does not implement) is
+    refused with the fix named, instead of loading and answering with other tokens than transformers."""
+    import shutil
+
     import falcon_h1r
 
+    folder = tmp_path / "norm_before_gate"
+    shutil.copytree(falcon_h1r.tiny_model_path(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "mamba_norm_before_gate": True}))
     with pytest.raises(Exception):  # noqa: B017 - vLLM wraps the engine's error in its own types
-        vllm.LLM(str(falcon_h1r.tiny_model_path()), seed=0, **ENGINE_KWARGS)
+        vllm.LLM(str(folder), seed=0, **ENGINE_KWARGS)
     logs = "".join(capfd.readouterr())
     assert "vLLM cannot serve this checkpoint faithfully: mamba_norm_before_gate=True" in logs
     assert "Fix: serve it with transformers" in logs

@@ -29,7 +29,61 @@ class GRPOScriptArguments(recipe_run.FalconScriptArguments):
     publish_dry_run: bool = field(default=False, metadata={"help": "stage and validate the upload, send nothing"})
 
 
-def build_trainer(script_args: GRPOScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer:
+@dataclass
+class FalconGRPOConfig(GRPOConfig):
+    """TRL's GRPOConfig plus the one knob of the Falcon-H1R RL stage that TRL lacks."""
+
+    correct_sample_ce_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of an extra cross-entropy term on the correct completions (the first reward function "
+            "scores 1.0), as in the Falcon-H1R RL stage; 0 turns it off"
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.correct_sample_ce_coef and (
+            self.num_iterations != 1 or self.steps_per_generation > self.gradient_accumulation_steps
+        ):
+            raise ValueError(
+                "correct_sample_ce_coef is applied as a shift of the correct completions' advantages, which gives "
+                "the cross-entropy gradient exactly only on-policy. Fix: num_iterations 1 and steps_per_generation "
+                f"<= gradient_accumulation_steps (got {self.num_iterations} and {self.steps_per_generation} > "
+                f"{self.gradient_accumulation_steps}), or correct_sample_ce_coef 0."
+            )
+
+
+class FalconGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with `correct_sample_ce_coef`: c x the mean token cross-entropy of the correct completions.
+
+    On-policy (every completion is trained on by the policy that sampled it), each token's policy-loss gradient is
+    -A grad log p, the clip being inactive at ratio 1. Adding c to the advantage of every correct completion
+    therefore adds -c grad log p on exactly the tokens the cross-entropy term covers, normalised as the policy loss
+    is, at no extra forward pass. `FalconGRPOConfig` refuses the setting off-policy, where the two would differ.
+    """
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._correct = rewards_per_func[:, 0] >= 1.0  # gathered: every process's completions, in process order
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        coef = getattr(self.args, "correct_sample_ce_coef", 0.0)
+        if coef:
+            n = output["advantages"].shape[0]
+            start = self.accelerator.process_index * n
+            correct = self._correct[start : start + n].to(output["advantages"].dtype)
+            output["advantages"] = output["advantages"] + coef * (
+                correct if output["advantages"].dim() == 1 else correct[:, None]
+            )
+        return output
+
+
+def build_trainer(
+    script_args: GRPOScriptArguments, training_args: FalconGRPOConfig, model_args: ModelConfig
+) -> FalconGRPOTrainer:
     recipe_run.set_threads(script_args.torch_threads)
     train = data.load_grpo_dataset(
         script_args.dataset_name,
@@ -39,7 +93,7 @@ def build_trainer(script_args: GRPOScriptArguments, training_args: GRPOConfig, m
         script_args.dataset_seed,
         script_args.answer_column,
     )
-    return GRPOTrainer(
+    return FalconGRPOTrainer(
         **recipe_run.trainer_inputs(model_args, training_args),
         reward_funcs=rewards.get_reward_funcs(script_args.reward_funcs),
         train_dataset=train,
@@ -57,7 +111,7 @@ def publish(script_args: GRPOScriptArguments, checkpoint_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     script_args, training_args, model_args = recipe_run.parse(
-        (GRPOScriptArguments, GRPOConfig, ModelConfig), argv, "falcon-h1r grpo"
+        (GRPOScriptArguments, FalconGRPOConfig, ModelConfig), argv, "falcon-h1r grpo"
     )
     if script_args.dataset_name is None:
         raise SystemExit(

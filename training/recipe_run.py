@@ -201,6 +201,8 @@ def train_and_save(trainer, training_args, model_name_or_path: str, merge_lora: 
 def save_final(trainer, tokenizer, output_dir: str, merge_lora: bool) -> None:
     """Save the final model (remote code for Falcon models) + tokenizer; with PEFT, merge and save the full model."""
     model = trainer.model
+    # trainers switch the cache off for training (TRL with gradient checkpointing); the saved model is for inference
+    trainer.accelerator.unwrap_model(model).config.use_cache = True
     if hasattr(model, "merge_and_unload") and merge_lora:
         trainer.save_model(str(Path(output_dir) / "adapter"))
         if trainer.accelerator.is_main_process:

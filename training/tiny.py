@@ -35,6 +35,8 @@ TINY_CONFIG: dict = {
     "mamba_expand": 2,
     "mamba_chunk_size": 64,
     "mamba_rms_norm": True,
+    # gate, then norm: the published Falcon-H1 family's order, the only one vLLM and llama.cpp implement
+    "mamba_norm_before_gate": False,
     "tie_word_embeddings": True,
     "max_position_embeddings": 4096,
     # RoPE base 1e4, not the 7B's 1e11: at ~100-token contexts the large base leaves too little positional
@@ -100,6 +102,7 @@ def ship(checkpoint: str | Path, dest: str | Path, extra_files: list[str | Path]
     model = FalconH1RForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model.generation_config = sampling_defaults(tokenizer)
+    model.config.use_cache = True  # trainers switch it off in their checkpoints; the shipped model is for inference
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     for f in extra_files:

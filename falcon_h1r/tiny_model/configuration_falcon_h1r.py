@@ -105,6 +105,15 @@ class FalconH1RConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._validate_falcon_h1r()
 
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        # (0, inf) is "no clamp", every reader's default when the key is absent. JSON has no infinity: transformers
+        # would write {"__float__": "Infinity"}, which other tools (llama.cpp's converter, plain json readers) cannot
+        # read, so the no-op limit is left out of config.json.
+        if tuple(out.get("time_step_limit") or ()) == (0.0, float("inf")):
+            del out["time_step_limit"]
+        return out
+
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
         # A published Falcon-H1 / Falcon-H1R config says model_type `falcon_h1`: the same fields, read as ours (without
