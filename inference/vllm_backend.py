@@ -229,8 +229,11 @@ class VLLMTraceGenerator:
         except asyncio.CancelledError:
             reason = CANCELLED
         finally:
-            await stream.aclose()
-            await self.engine.abort(rid)
+            try:
+                await stream.aclose()
+                await self.engine.abort(rid)
+            except asyncio.CancelledError:  # cancelled again while cleaning up: abort in the background, keep the trace
+                asyncio.ensure_future(self.engine.abort(rid))
         return acc.to_trace(self._decode(acc.token_ids), reason)
 
     async def _streamed(
@@ -282,7 +285,7 @@ class VLLMTraceGenerator:
                     slots.release()
                 if not run.finish(t, phase):
                     for task in running:
-                        if task is not asyncio.current_task():
+                        if task is not asyncio.current_task() and not task.cancelling():
                             task.cancel()
                 changed.set()
 
