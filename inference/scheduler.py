@@ -238,7 +238,8 @@ class DeepConfScheduler:
                     index = len(rows) - 1
                 cache.write(index, snapshots[q])
             if free:
-                keep = [i for i in range(len(rows)) if i not in set(free)]
+                ended = set(free)
+                keep = [i for i in range(len(rows)) if i not in ended]
                 cache.keep(keep)
                 rows = [rows[i] for i in keep]
                 free = []
@@ -284,7 +285,8 @@ class DeepConfScheduler:
                     free.append(i)
                     end(row, CANCELLED)
             free.sort()
-            live = [r.length for i, r in enumerate(rows) if i not in free]
+            ended = set(free)
+            live = [r.length for i, r in enumerate(rows) if i not in ended]
             if live and cache.columns - max(live) >= TRIM_EVERY:
                 cache.drop_leading(cache.columns - max(live))
         return WorkloadResult(list(results), time.perf_counter() - t0, self.capacity, steps, peak_rows)
