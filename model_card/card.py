@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from falcon_h1r.model_card.checkpoint import load_config, parameter_summary, remote_code
+from falcon_h1r.model_card.checkpoint import load_config, parameter_summary, remote_code, rewrite_config
 from falcon_h1r.model_card.results import MetricResult, find_results_file, load_results
 from falcon_h1r.model_card.safetensors_io import list_checkpoint_tensors
 from falcon_h1r.model_card.snippets import RECOMMENDED_SAMPLING, render_snippets
@@ -248,7 +248,7 @@ def build_card(
         eval_results=eval_results_for_index(metric_results) or None,
         **license_fields,
     )
-    _, vllm_warnings = vllm_config_problems(cfg)
+    vllm_errors, vllm_warnings = vllm_config_problems(rewrite_config(cfg, "falcon_h1r"))  # the config we stage
     limitations = [
         "A reasoning model thinks at length before answering; budget many tokens per answer and expect long "
         "latencies on hard problems. It can still reach confident wrong answers: verify important results.",
@@ -291,7 +291,7 @@ def build_card(
         recipe_names=[f"`{n}`" for n in RECIPE_NAMES],
         eval_rows=_eval_rows(metric_results),
         eval_source=eval_source,
-        vllm_warnings=vllm_warnings,
+        vllm_warnings=vllm_errors + vllm_warnings,
         limitations=limitations,
         temperature=RECOMMENDED_SAMPLING["temperature"],
         top_p=RECOMMENDED_SAMPLING["top_p"],

@@ -15,6 +15,7 @@ from typing import Any
 
 from falcon_h1r import resolve_model
 from falcon_h1r.model_card.safetensors_io import CheckpointError, TensorEntry
+from falcon_h1r.model_card.vllm_plugin import vllm_config_problems
 from falcon_h1r.modeling import AUTO_MAP, REMOTE_CODE_FILES
 
 ARCHITECTURES = {"falcon_h1": "FalconH1ForCausalLM", "falcon_h1r": "FalconH1RForCausalLM"}
@@ -101,13 +102,22 @@ def add_interop_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def remote_code_architecture(cfg: dict[str, Any]) -> str:
+    """The `architectures` entry of our layout: vLLM's `FalconH1ForCausalLM` when vLLM's Falcon-H1 serves the config
+    faithfully, so stock vLLM (without our plugin) runs its own Falcon-H1 on it; else `FalconH1RForCausalLM`, a name
+    only our plugin resolves (to a class that refuses the config), so stock vLLM cannot serve it wrongly.
+    transformers loads both through `auto_map`, which does not read this field."""
+    errors, mismatches = vllm_config_problems(cfg)
+    return ARCHITECTURES["falcon_h1r" if errors or mismatches else "falcon_h1"]
+
+
 def rewrite_config(cfg: dict[str, Any], to: str) -> dict[str, Any]:
     """Config for the target layout: `falcon_h1r` (remote code, auto_map) or `falcon_h1` (in-tree)."""
     if to not in ARCHITECTURES:
         raise ValueError(f"unknown target layout {to!r}; choose 'falcon_h1r' or 'falcon_h1'")
     out = add_interop_fields(cfg)
     out["model_type"] = to
-    out["architectures"] = [ARCHITECTURES[to]]
+    out["architectures"] = [remote_code_architecture(out) if to == "falcon_h1r" else ARCHITECTURES[to]]
     if to == "falcon_h1r":
         out["auto_map"] = remote_code()[1]
     else:

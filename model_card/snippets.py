@@ -27,7 +27,7 @@ output = model.generate(**inputs, max_new_tokens={max_new_tokens})  # sampling d
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
 
 VLLM_SNIPPET = """\
-pip install "falcon-h1r[vllm]"   # vLLM + the plugin that maps FalconH1RForCausalLM to vLLM's Falcon-H1
+pip install "falcon-h1r[vllm]"   # the vLLM release falcon-h1r is tested with, and its DeepConf backend
 vllm serve {model_id} --trust-remote-code --reasoning-parser deepseek_r1 \\
     --tensor-parallel-size 2 --max-model-len 65536
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from falcon_h1r.model_card.checkpoint import ARCHITECTURES, GENERATION_FILE, chat_template_of, remote_code
+from falcon_h1r.model_card.checkpoint import GENERATION_FILE, chat_template_of, remote_code, remote_code_architecture
 from falcon_h1r.model_card.safetensors_io import INDEX_NAME, CheckpointError, list_checkpoint_tensors
 from falcon_h1r.model_card.snippets import RECOMMENDED_SAMPLING, render_snippets
 from falcon_h1r.model_card.vllm_plugin import VLLM_DEFAULTED_FIELDS, VLLM_REQUIRED_FIELDS, vllm_config_problems
@@ -91,8 +91,12 @@ def static_problems(folder: str | Path) -> tuple[list[str], list[str]]:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         return [f"config.json unreadable: {exc}"], warnings
-    if cfg.get("model_type") != "falcon_h1r" or cfg.get("architectures") != [ARCHITECTURES["falcon_h1r"]]:
-        problems.append("config.json must say model_type 'falcon_h1r' and architectures ['FalconH1RForCausalLM']")
+    architecture = remote_code_architecture(cfg)
+    if cfg.get("model_type") != "falcon_h1r" or cfg.get("architectures") != [architecture]:
+        problems.append(
+            f"config.json must say model_type 'falcon_h1r' and architectures [{architecture!r}] (the name stock vLLM "
+            "serves faithfully, or ours where it cannot); re-stage the folder"
+        )
     auto_map = cfg.get("auto_map") or {}
     for key in ("AutoConfig", "AutoModelForCausalLM"):
         if key not in auto_map:

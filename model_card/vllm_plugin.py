@@ -1,6 +1,8 @@
 """vLLM support: serve falcon_h1r checkpoints with vLLM's own (CUDA-optimised) Falcon-H1 implementation.
 
-Our checkpoints say `architectures: ["FalconH1RForCausalLM"]`, a name vLLM does not know. `register()` is
+Checkpoints `save_pretrained` writes, and staged ones vLLM cannot serve faithfully, say
+`architectures: ["FalconH1RForCausalLM"]`, a name vLLM does not know (staged ones it can serve name its own
+`FalconH1ForCausalLM`, see `checkpoint.remote_code_architecture`). `register()` is
 installed as a `vllm.general_plugins` entry point (see pyproject.toml), which vLLM calls in every process
 it starts; it maps that name onto vLLM's in-tree `FalconH1ForCausalLM`, imported lazily by string so
 registration costs nothing and never initialises CUDA. The weights and the config field names are exactly

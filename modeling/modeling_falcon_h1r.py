@@ -3,8 +3,9 @@
 This file is the model, top to bottom (transformers' one-model-one-file style): each op's reference math, with
 one call per op to the implementation that runs it. Sibling remote-code files hold the rest:
 `cpu_ops_falcon_h1r.py` the CPU-speed implementations (hand-differentiated autograd Functions, row-blocked and
-single-query attention, the static-cache decode short cut), `kernels_falcon_h1r.py` the seam to the optional
-CUDA kernels (mamba_ssm / causal_conv1d, taken for CUDA tensors only), `checkpoint_falcon_h1r.py` strict loading.
+single-query attention, oneDNN inner products for float32 inference, the static-cache decode short cut),
+`kernels_falcon_h1r.py` the seam to the optional CUDA kernels (mamba_ssm / causal_conv1d, taken for CUDA tensors
+only), `checkpoint_falcon_h1r.py` strict loading.
 Parameter names and shapes are exactly those of transformers' in-tree `falcon_h1`, so published Falcon-H1 /
 Falcon-H1R checkpoints load unchanged. Where this file deliberately differs from the in-tree model:
 
@@ -45,6 +46,7 @@ from .cpu_ops_falcon_h1r import (
     causal_conv1d,
     chunk_diagonal_scan,
     fast_attention,
+    inference_linear,
     is_traced,
     rms_norm,
     scaled_split,
@@ -120,6 +122,15 @@ def mamba_states(cache, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tens
 # ----------------------------------------------------------------------------------------------------------
 # Norms, rotary embedding, attention, MLP
 # ----------------------------------------------------------------------------------------------------------
+
+
+class FalconH1RLinear(nn.Linear):
+    """nn.Linear (same parameters, and PEFT / quantizers treat it as one) whose float32 CPU inference runs
+    oneDNN's inner product (`inference_linear`: up to twice as fast as F.linear on a decode step's few rows)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = inference_linear(x, self.weight, self.bias)
+        return super().forward(x) if out is None else out
 
 
 class FalconH1RRMSNorm(nn.Module):
@@ -231,10 +242,10 @@ class FalconH1RAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
         bias = config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, config.num_attention_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
+        self.q_proj = FalconH1RLinear(config.hidden_size, config.num_attention_heads * self.head_dim, bias=bias)
+        self.k_proj = FalconH1RLinear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.v_proj = FalconH1RLinear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
+        self.o_proj = FalconH1RLinear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
 
     def forward(self, hidden_states, position_embeddings, attention_mask, cache=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
@@ -271,9 +282,9 @@ class FalconH1RMLP(nn.Module):
 
     def __init__(self, config: FalconH1RConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.gate_proj = FalconH1RLinear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = FalconH1RLinear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = FalconH1RLinear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.gate_multiplier, self.down_multiplier = config.mlp_multipliers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -437,7 +448,7 @@ class FalconH1RMixer(nn.Module):
         self.input_multiplier = config.ssm_in_multiplier if config.mamba_proj_bias else 1.0  # else in mup_vector
         self.conv_dim = self.intermediate_size + 2 * self.n_groups * self.ssm_state_size
 
-        self.in_proj = nn.Linear(
+        self.in_proj = FalconH1RLinear(
             config.hidden_size, self.intermediate_size + self.conv_dim + self.num_heads, bias=config.mamba_proj_bias
         )
         self.conv1d = nn.Conv1d(
@@ -455,7 +466,7 @@ class FalconH1RMixer(nn.Module):
             self.norm = FalconH1RRMSNormGated(
                 self.intermediate_size, config.rms_norm_eps, self.n_groups, config.mamba_norm_before_gate
             )
-        self.out_proj = nn.Linear(self.intermediate_size, config.hidden_size, bias=config.projectors_bias)
+        self.out_proj = FalconH1RLinear(self.intermediate_size, config.hidden_size, bias=config.projectors_bias)
         self.register_buffer("mup_vector", compute_mup_vector(config), persistent=False)
 
     def _clamped_dt(self, dt: torch.Tensor) -> torch.Tensor:
@@ -572,8 +583,13 @@ class FalconH1RMixer(nn.Module):
         state = ssm_state.view(batch, g, r, p, n)
         x = x.float().view(batch, g, r, p)
         x_dt = x * dt.view(batch, g, r, 1)
-        state.mul_(torch.exp(dt * A).view(batch, g, r, 1, 1)).add_(x_dt[..., None] * B.float().view(batch, g, 1, 1, n))
-        y = (state @ C.float().view(batch, g, 1, n, 1)).squeeze(-1) + x * self.D.float().view(g, r, 1)
+        state.mul_(torch.exp(dt * A).view(batch, g, r, 1, 1)).addcmul_(
+            x_dt[..., None], B.float().view(batch, g, 1, 1, n)
+        )
+        # h C for all r heads of a group as one (1, n) @ (n, r p) product: BLAS runs that ~4x faster on the CPU than
+        # r p separate (n,) dot products, and the state is the largest thing a decode step reads
+        hC = torch.bmm(C.float().reshape(batch * g, 1, n), state.view(batch * g, r * p, n).transpose(1, 2))
+        y = hC.view(batch, g, r, p) + x * self.D.float().view(g, r, 1)
         return self._gate(y.reshape(batch, -1).to(z.dtype), z)
 
     def _fused_training_forward(self, kernels, zxbcdt, seq_idx) -> torch.Tensor:
@@ -838,7 +854,7 @@ class FalconH1RForCausalLM(FalconH1RPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = FalconH1RModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = FalconH1RLinear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -80,3 +80,20 @@ def test_row_blocked_attention_equals_sdpa_and_its_backward_is_the_true_gradient
         torch.testing.assert_close(M.row_blocked_causal_attention(query, key, value, mask, 0.3), expected)
     if masked:  # the first two rows of the padded sequence see no key: 0, as from SDPA
         assert expected[0, :2].abs().max() == 0 and attention(query, key, value)[0, :2].abs().max() == 0
+
+
+@pytest.mark.parametrize("rows", [(1,), (32, 1), (3, 7)])  # one decode row, a decode batch, a prefill
+def test_linear_inference_path_equals_f_linear_and_training_keeps_autograd(rows: tuple[int, ...]) -> None:
+    from falcon_h1r.modeling.modeling_falcon_h1r import FalconH1RLinear
+
+    torch.manual_seed(0)
+    layer = FalconH1RLinear(48, 40)
+    x = torch.randn(*rows, 48)
+    with torch.no_grad():
+        out = layer(x)
+        assert M.inference_linear(x, layer.weight, layer.bias) is not None or not M.ONEDNN_LINEAR
+        assert M.inference_linear(x.double(), layer.weight.double(), None) is None  # float32 only
+    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    assert M.inference_linear(x, layer.weight, layer.bias) is None  # grad enabled: F.linear, so autograd works
+    layer(x).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, x.reshape(-1, 48).sum(0).expand(40, 48))

@@ -49,9 +49,10 @@ def test_publish_dry_run_end_to_end(ckpt, tmp_path, capsys):
     assert set(index["weight_map"].values()) == {s.name for s in shards}
     cfg = json.loads((stage / "config.json").read_text())
     files, auto_map = remote_code()
+    # the embedded model has the published gate order, so the name is vLLM's own: stock vLLM serves it unaided
     assert (cfg["model_type"], cfg["architectures"], cfg["auto_map"]) == (
         "falcon_h1r",
-        ["FalconH1RForCausalLM"],
+        ["FalconH1ForCausalLM"],
         auto_map,
     )
     for f in files:
@@ -175,3 +176,19 @@ def test_staging_never_empties_a_foreign_folder(ckpt, tmp_path):
     second = stage_folder(ckpt, ours, max_shard_size="8MB")
     assert (ours / ".cache").is_dir() and len(second) < len(first)
     assert not [p for p in second if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("field", [{"mamba_norm_before_gate": True}, {"time_step_limit": [0.0, 10.0]}])
+def test_a_config_vllm_serves_differently_keeps_our_architecture_name(ckpt, staged, tmp_path, field):
+    """Stock vLLM would run its Falcon-H1 on such a checkpoint and answer differently from transformers; under our
+    name it finds no model class (and falls back to its generic backend, which our remote code refuses)."""
+    from falcon_h1r.model_card.checkpoint import rewrite_config
+
+    cfg = json.loads((ckpt / "config.json").read_text()) | field
+    assert rewrite_config(cfg, "falcon_h1r")["architectures"] == ["FalconH1RForCausalLM"]
+    assert rewrite_config(cfg, "falcon_h1")["architectures"] == ["FalconH1ForCausalLM"]
+    folder = _copy(staged, tmp_path, "mismatch")  # a staged folder whose config was edited afterwards
+    cfg = json.loads((folder / "config.json").read_text()) | field
+    (folder / "config.json").write_text(json.dumps(cfg))
+    problems, _ = static_problems(folder)
+    assert any("architectures ['FalconH1RForCausalLM']" in p for p in problems)

@@ -179,6 +179,20 @@ def test_without_the_plugin_vllms_generic_fallback_is_refused(checkpoint, tmp_pa
     assert "vLLM's generic Transformers backend cannot run Falcon-H1R" in result.stdout + result.stderr
 
 
+def test_a_published_checkpoint_is_served_by_stock_vllm_with_its_own_falcon_h1(checkpoint, tmp_path) -> None:
+    """`falcon-h1r publish` names vLLM's architecture in a checkpoint vLLM serves faithfully (published gate order):
+    stock vLLM then runs its Falcon-H1 on it and answers transformers' greedy tokens."""
+    from falcon_h1r.model_card.stage import stage_folder
+
+    staged = tmp_path / "hub"
+    stage_folder(checkpoint, staged)
+    assert json.loads((staged / "config.json").read_text())["architectures"] == ["FalconH1ForCausalLM"]
+    result = _stock_vllm(staged, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("TOKENS "))
+    assert json.loads(line[len("TOKENS ") :]) == transformers_greedy(checkpoint, [[5, 6, 7]], 16)
+
+
 CPU_ENGINE_ARGS = ["--vllm-arg", "gpu_memory_utilization=0.15", "--vllm-arg", "max_model_len=1024"]
 
 
