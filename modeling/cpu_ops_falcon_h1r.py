@@ -26,11 +26,7 @@ def is_traced(t: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _onednn_inner_product_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-ONEDNN_LINEAR = _onednn_inner_product_available()
+ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
@@ -43,7 +39,7 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     if not ONEDNN_LINEAR or torch.is_grad_enabled() or x.device.type != "cpu" or is_traced(x):
         return None
-    if x.dtype != torch.float32 or weight.dtype != torch.float32:
+    if x.dtype != torch.float32 or weight.dtype != torch.float32:  # bf16 fails to build a primitive on AVX2 CPUs
         return None
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
