@@ -109,9 +109,11 @@ def worker(engine: str, task: str, weights: str, repeats: int) -> dict:
 
             # FlopCounterMode counts aten's matmuls only: count ours through F.linear (the same FLOPs as oneDNN's)
             onednn, cpu_ops_falcon_h1r.ONEDNN_LINEAR = cpu_ops_falcon_h1r.ONEDNN_LINEAR, False
-            with FlopCounterMode(display=False) as counter, torch.inference_mode():
-                model(ids, use_cache=False)
-            cpu_ops_falcon_h1r.ONEDNN_LINEAR = onednn
+            try:
+                with FlopCounterMode(display=False) as counter, torch.inference_mode():
+                    model(ids, use_cache=False)
+            finally:
+                cpu_ops_falcon_h1r.ONEDNN_LINEAR = onednn
             result["flops"] = counter.get_total_flops()
     else:  # decode-B: greedy decode 256 new tokens from a 16-token prompt, batch B; compiled-decode-B: the same
         # with transformers' static cache and a torch.compile'd decode step (the warm-up call pays the compile)
