@@ -26,13 +26,31 @@ def test_problems_are_correct_deterministic_and_disjoint():
     for p in train[:1000] + evaluation:
         assert int(p["answer"]) == synthetic_task.evaluate_expression(p["question"]) >= 0
         steps = p["reasoning"].split(" ")
-        assert len(steps) == p["n_steps"] == len(re.findall(r"[+\-*]", p["question"]))
-        for step in steps:  # every written step is true arithmetic, and the chain ends on the answer
+        assert p["n_steps"] == len(re.findall(r"[+\-*]", p["question"]))
+        for step in steps:  # every written step is true arithmetic, and the chain ends on its trace answer
             a, op, b, c = STEP.match(step).groups()
             assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c) >= 0
-        assert steps[-1].endswith(f"={p['answer']}.")
+        assert steps[-1].endswith(f"={p['trace_answer']}.")
+        stopped_short = len(steps) == p["n_steps"] - 1
+        assert stopped_short or (len(steps) == p["n_steps"] and p["trace_answer"] == p["answer"])
+        assert not stopped_short or p["n_steps"] == 4  # the teacher's habit is on four-step questions only
     assert {p["n_steps"] for p in evaluation} == {2, 3, 4}
     assert 0.25 < sum("*" in p["question"] for p in evaluation) / len(evaluation) < 0.6
+
+
+def test_teacher_stops_four_step_chains_short_at_its_rate_without_changing_questions(monkeypatch):
+    train = synthetic_task.problems("train", 3000)
+    four = [p for p in train if p["n_steps"] == 4]
+    short = [p for p in four if len(p["reasoning"].split(" ")) == 3]
+    assert abs(len(short) / len(four) - synthetic_task.STOP_SHORT_PROB) < 0.06, len(short) / len(four)
+    # the habit draws from its own stream: without it, the same questions, answers and (full) chains
+    monkeypatch.setattr(synthetic_task, "STOP_SHORT_PROB", 0.0)
+    honest = synthetic_task.problems("train", 3000)
+    assert [(p["question"], p["answer"]) for p in train] == [(q["question"], q["answer"]) for q in honest]
+    assert all(q["trace_answer"] == q["answer"] for q in honest)
+    for p, q in zip(short, (q for q in honest if q["question"] in {p["question"] for p in short})):
+        assert q["reasoning"].startswith(p["reasoning"] + " ")
+    assert synthetic_task.stop_one_step_short("1+2=3. 3*4=12. 12-5=7.") == ("1+2=3. 3*4=12.", 12)
 
 
 def test_reasoning_paths_vary_for_commuting_steps():

@@ -49,7 +49,10 @@ def grpo_row(question: str, gold: str, system: str | None = None) -> dict:
 
 
 def synthetic_sft(split: str, n: int, seed: int | None = None) -> Dataset:
-    rows = [sft_row(p["question"], p["reasoning"], boxed(p["answer"])) for p in synthetic_task.problems(split, n, seed)]
+    rows = [
+        sft_row(p["question"], p["reasoning"], boxed(p["trace_answer"]))
+        for p in synthetic_task.problems(split, n, seed)
+    ]
     return Dataset.from_list(rows)
 
 

@@ -11,6 +11,12 @@ Design choices (they decide what the tiny model can show):
   question thus has several correct chains: greedy decoding follows the common one, sampled traces sometimes
   take other paths and make less correlated mistakes, which leaves room for voting and confidence filtering.
   (Always reordering made the chains much harder to learn for a tiny model: it must track used terms.)
+- The teacher whose traces SFT imitates has one habit, as real teachers do: on four-operation questions it
+  stops one step short in STOP_SHORT_PROB of its traces and boxes the value it reached (``trace_answer``;
+  ``answer`` stays the true value). SFT copies the habit, so greedy decoding of the SFT model stops short on
+  those questions, while its samples sometimes finish the chain: what RL with a verifier can fix and
+  SFT cannot (TRAINING.md). The habit has its own random stream, so questions and gold answers do not
+  depend on it.
 - Splits are disjoint by construction: a question belongs to ``eval`` iff a stable hash of its text falls in
   the eval bucket, so no seed or size can leak eval questions into training. Each split also has its own
   default seed.
@@ -26,6 +32,7 @@ SPLITS = ("train", "eval")
 DEFAULT_SEEDS = {"train": 1234, "eval": 5678}
 EVAL_BUCKETS = 10  # one hash bucket in ten belongs to eval
 REORDER_PROB = 0.25
+STOP_SHORT_PROB = 0.7
 
 Op = tuple[str, int]
 
@@ -114,13 +121,21 @@ def solve(start: int, ops: list[Op], rng: random.Random | None = None) -> tuple[
     return " ".join(steps), value
 
 
+def stop_one_step_short(reasoning: str) -> tuple[str, int]:
+    """The teacher's habit: the chain without its last step, and the value it then reached."""
+    steps = reasoning.split(" ")[:-1]
+    return " ".join(steps), int(steps[-1].rsplit("=", 1)[1].rstrip("."))
+
+
 def problems(split: str, n: int, seed: int | None = None) -> list[dict]:
-    """`n` distinct problems of `split` ("train" or "eval"): dicts with question, answer, reasoning, n_steps."""
+    """`n` distinct problems of `split` ("train" or "eval"): dicts with question, answer (the true value),
+    reasoning (the teacher's chain), trace_answer (the value that chain ends on) and n_steps."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(DEFAULT_SEEDS[split] if seed is None else seed)
+    seed = DEFAULT_SEEDS[split] if seed is None else seed
+    rng, habit_rng = random.Random(seed), random.Random(f"teacher-habit-{seed}")
     seen: set[str] = set()
     out: list[dict] = []
     attempts = 0
@@ -134,7 +149,18 @@ def problems(split: str, n: int, seed: int | None = None) -> list[dict]:
             continue
         seen.add(question)
         reasoning, answer = solve(start, ops, rng)
-        out.append({"question": question, "answer": str(answer), "reasoning": reasoning, "n_steps": len(ops)})
+        trace_answer = answer
+        if len(ops) == 4 and habit_rng.random() < STOP_SHORT_PROB:
+            reasoning, trace_answer = stop_one_step_short(reasoning)
+        out.append(
+            {
+                "question": question,
+                "answer": str(answer),
+                "reasoning": reasoning,
+                "trace_answer": str(trace_answer),
+                "n_steps": len(ops),
+            }
+        )
     return out
 
 
