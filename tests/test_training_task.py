@@ -48,8 +48,8 @@ def test_teacher_stops_four_step_chains_short_at_its_rate_without_changing_quest
     honest = synthetic_task.problems("train", 3000)
     assert [(p["question"], p["answer"]) for p in train] == [(q["question"], q["answer"]) for q in honest]
     assert all(q["trace_answer"] == q["answer"] for q in honest)
-    for p, q in zip(short, (q for q in honest if q["question"] in {p["question"] for p in short})):
-        assert q["reasoning"].startswith(p["reasoning"] + " ")
+    honest_chain = {q["question"]: q["reasoning"] for q in honest}
+    assert all(honest_chain[p["question"]].startswith(p["reasoning"] + " ") for p in short)
     assert synthetic_task.stop_one_step_short("1+2=3. 3*4=12. 12-5=7.") == ("1+2=3. 3*4=12.", 12)
 
 
