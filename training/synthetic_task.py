@@ -11,12 +11,12 @@ Design choices (they decide what the tiny model can show):
   question thus has several correct chains: greedy decoding follows the common one, sampled traces sometimes
   take other paths and make less correlated mistakes, which leaves room for voting and confidence filtering.
   (Always reordering made the chains much harder to learn for a tiny model: it must track used terms.)
-- The teacher whose traces SFT imitates has one habit, as real teachers do: on four-operation questions it
-  stops one step short in STOP_SHORT_PROB of its traces and boxes the value it reached (``trace_answer``;
-  ``answer`` stays the true value). SFT copies the habit, so greedy decoding of the SFT model stops short on
-  those questions, while its samples sometimes finish the chain: what RL with a verifier can fix and
-  SFT cannot (TRAINING.md). The habit has its own random stream, so questions and gold answers do not
-  depend on it.
+- The teacher whose traces SFT imitates has one habit: on four-operation questions it stops one step short in
+  STOP_SHORT_PROB of its traces and boxes the value it reached (``trace_answer``; ``answer`` stays the true
+  value). SFT on these traces copies the habit, so greedy decoding of the SFT model stops short on those
+  questions, while its samples sometimes finish the chain, which a verifier reward can build on. The traces are
+  deliberately not filtered against ``answer``; the habit stands in for flaws an answer filter cannot see
+  (TRAINING.md). It has its own random stream, so questions and gold answers do not depend on it.
 - Splits are disjoint by construction: a question belongs to ``eval`` iff a stable hash of its text falls in
   the eval bucket, so no seed or size can leak eval questions into training. Each split also has its own
   default seed.
